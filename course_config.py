@@ -1,0 +1,35 @@
+"""The course: what is graded, when it is due, how strictly it is compared.
+
+A plain Python file read by `autograder.config`; every key is validated on load.
+"""
+
+COURSE = {
+    "name": "LLM Engineering",
+    "term": "Summer 2027",
+    "timezone": "Europe/Berlin",
+}
+
+# Applied to every assignment unless the assignment overrides a key.
+DEFAULTS = {
+    # Per-dtype comparison tolerances for autograder.testing.assert_close (see NUMERICS notes in docs/).
+    "tolerances": {
+        "fp32": {"rtol": 1e-4, "atol": 1e-5},
+        "tf32": {"rtol": 5e-3, "atol": 5e-3},
+        "fp16": {"rtol": 5e-3, "atol": 5e-3},
+        "bf16": {"rtol": 3e-2, "atol": 3e-2},
+    },
+    "late_policy": {"percent_per_day": 10, "cap_percent": 50},
+    # "definitions": only imports, defs, classes and UPPER_CASE constants run; "cells": whole answer cells run.
+    "extraction": "definitions",
+    "limits": {"call_timeout_s": 20, "submission_timeout_s": 300, "memory_mb": 4096},
+}
+
+ASSIGNMENTS = [
+    {
+        "id": "01_intro",
+        "title": "First contact with open LLMs: tokenization, generation and sampling",
+        "due": "2027-04-27 23:59",
+        "points": 20,
+        "gpu": False,
+    },
+]
