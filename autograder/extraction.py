@@ -1,0 +1,150 @@
+"""Stage 2: a submission notebook becomes the code that runs at grading time.
+
+By default only imports, function and class definitions and UPPER_CASE constants run: experiments,
+hub downloads, shell escapes and magics in a student's notebook must not run (or fail) while grading.
+Each kept statement runs on its own in the sandbox, so one broken import does not hide the rest.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+_IPYTHON_LINE = re.compile(r"^(\s*)[!%]")
+# The notebook's own public checks import a module that only exists next to the student's notebook.
+PUBLIC_CHECKS_MODULE = "public_checks"
+_KEPT_DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+class SubmissionFormatError(Exception):
+    """The submission cannot be read as a notebook; the message is meant for the student and TA."""
+
+
+@dataclass(frozen=True)
+class CodeCell:
+    """One cell's source (IPython syntax neutralised) and the indices of its statements to run."""
+
+    number: int  # 1-based position in the notebook, as students count cells
+    source: str
+    keep: tuple[int, ...]
+
+    @property
+    def filename(self) -> str:
+        return f"<cell {self.number}>"
+
+
+@dataclass(frozen=True)
+class Extracted:
+    cells: tuple[CodeCell, ...]
+    warnings: tuple[str, ...] = field(default=())
+
+    def defined_names(self) -> set[str]:
+        names = set()
+        for cell in self.cells:
+            body = ast.parse(cell.source).body
+            for i in cell.keep:
+                node = body[i]
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    names.add(node.name)
+                elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                    names.update(t.id for t in targets if isinstance(t, ast.Name))
+        return names
+
+
+def find_notebook(path: Path, preferred_name: str | None = None) -> Path:
+    """A submission is a notebook, or a folder (e.g. an LMS download) holding exactly one."""
+    path = Path(path)
+    if path.is_file():
+        if path.suffix != ".ipynb":
+            raise SubmissionFormatError(f"{path.name} is not a Jupyter notebook (.ipynb)")
+        return path
+    if not path.is_dir():
+        raise SubmissionFormatError(f"{path} does not exist")
+    notebooks = sorted(p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+    if preferred_name:
+        preferred = [p for p in notebooks if p.name == preferred_name]
+        notebooks = preferred or notebooks
+    if len(notebooks) != 1:
+        found = ", ".join(p.name for p in notebooks) or "none"
+        raise SubmissionFormatError(
+            f"expected exactly one notebook in {path.name}/, found {len(notebooks)}: {found}"
+        )
+    return notebooks[0]
+
+
+def submission_hash(notebook: Path) -> str:
+    return hashlib.sha256(Path(notebook).read_bytes()).hexdigest()
+
+
+def _read(notebook: Path) -> nbformat.NotebookNode:
+    try:
+        raw = Path(notebook).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SubmissionFormatError(f"{notebook.name} is not UTF-8 text, so not a notebook") from None
+    try:
+        nb = nbformat.reads(raw, as_version=4)
+    except (json.JSONDecodeError, nbformat.reader.NotJSONError):
+        raise SubmissionFormatError(f"{notebook.name} is not valid notebook JSON (was it saved completely?)") from None
+    except Exception as exc:  # nbformat raises assorted errors for structurally broken files
+        raise SubmissionFormatError(f"{notebook.name} could not be read as a notebook: {exc}") from None
+    if not isinstance(nb.get("cells"), list):
+        raise SubmissionFormatError(f"{notebook.name} has no list of cells")
+    return nb
+
+
+def _is_test_cell(cell) -> bool:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return bool(meta.get("grade")) and not meta.get("solution")
+
+
+def _neutralise_ipython(source: str) -> str:
+    """`!pip install x` and `%timeit f()` become `pass` (same indentation, same line numbers)."""
+    return "\n".join(_IPYTHON_LINE.sub(r"\1pass  # ", line) for line in source.splitlines())
+
+
+def _is_constant(node: ast.stmt) -> bool:
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    return all(isinstance(t, ast.Name) and t.id.isupper() for t in targets)
+
+
+def _keep(node: ast.stmt, mode: str) -> bool:
+    if isinstance(node, ast.ImportFrom) and node.module == PUBLIC_CHECKS_MODULE:
+        return False
+    if mode == "cells":
+        return True
+    if isinstance(node, _KEPT_DEFINITIONS):
+        return True
+    if isinstance(node, (ast.Assign, ast.AnnAssign)) and getattr(node, "value", None) is not None:
+        return _is_constant(node)
+    return False
+
+
+def extract(notebook: Path, mode: str = "definitions") -> Extracted:
+    """Read `notebook` and keep what runs at grading time; syntax errors become warnings."""
+    nb = _read(Path(notebook))
+    cells, warnings = [], []
+    for number, cell in enumerate(nb.cells, start=1):
+        if cell.get("cell_type") != "code" or _is_test_cell(cell):
+            continue
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else str(source)
+        if source.lstrip().startswith("%%"):
+            warnings.append(f"cell {number}: a cell magic ({source.split()[0]}) is not run when grading")
+            continue
+        source = _neutralise_ipython(source)
+        try:
+            body = ast.parse(source, filename=f"<cell {number}>").body
+        except SyntaxError as exc:
+            warnings.append(f"cell {number}: syntax error at line {exc.lineno}: {exc.msg}; this cell was skipped")
+            continue
+        keep = tuple(i for i, node in enumerate(body) if _keep(node, mode))
+        if keep:
+            cells.append(CodeCell(number, source, keep))
+    return Extracted(tuple(cells), tuple(warnings))

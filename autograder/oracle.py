@@ -1,0 +1,343 @@
+"""Stage 4: hidden pytest suites run in the trusted process; the submission is only an oracle.
+
+This module is a pytest plugin. Tests receive a `submission` fixture; `submission.f(args)` sends the
+arguments to the sandbox and returns its result decoded with the restricted loader, so every
+comparison happens here, where the student's code cannot reach (no frame peeking, no patched
+`assert_close`, no `__eq__` tricks, no `os._exit` that ends the test run).
+
+Each test's outcome becomes a `TestResult`: passed, failed (the submission is wrong, raised, crashed,
+called a forbidden API), timeout, error (the test itself broke: a grader bug) or needs-gpu.
+
+Run a suite against one notebook by hand:
+    pytest grader_tests/01_intro -p autograder.oracle --submission samples/01_intro/correct.ipynb
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from autograder import __version__, testing, wire
+from autograder.devices import cuda_available
+from autograder.config import Assignment, load_course
+from autograder.extraction import Extracted, extract
+from autograder.gradebook import TestResult
+from autograder.sandbox import Sandbox, SandboxDied, SandboxSetup, SandboxTimeout, warm_context
+
+MARKERS = {
+    "points(n)": "points a passing test earns (required)",
+    "question(name)": "the question a test's points count towards",
+    "forbidden(*apis)": "library calls the submission must not make in this test",
+    "gpu": "needs a CUDA runner; reported as needs-gpu on a CPU grader",
+}
+
+
+class SubmissionError(Exception):
+    """The student's code raised; carries the exception's type names for `submission.raises`."""
+
+    def __init__(self, message: str, type_name: str = "", mro: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.type_name, self.mro = type_name, mro
+
+
+class StudentFault(Exception):
+    """The submission is at fault in a way that is not an exception of its own code."""
+
+
+def _describe_error(reply: dict, label: str) -> Exception:
+    kind = reply.get("kind")
+    if kind == "missing":
+        return StudentFault(f"`{reply.get('name')}` is not defined in your notebook")
+    if kind == "forbidden":
+        return StudentFault(f"`{label}` called `{reply.get('api')}`, which this task asks you to implement yourself")
+    if kind == "numerics":
+        settings = ", ".join(reply.get("settings", []))
+        return StudentFault(f"`{label}` changed global numerics settings ({settings}); "
+                            "the grader pins them, so graded functions must leave them alone")
+    if kind == "lost":
+        return StudentFault(f"`{label}`: {reply.get('message')}")
+    where = reply.get("where") or []
+    location = f" (at {where[-1]})" if where else ""
+    if kind == "exit":
+        return SubmissionError(f"`{label}` called sys.exit(){location}", "SystemExit", ("SystemExit",))
+    type_name = str(reply.get("type", "Exception"))
+    return SubmissionError(f"`{label}` raised {type_name}: {reply.get('message', '')}{location}",
+                           type_name, tuple(reply.get("mro", ())))
+
+
+class Handle:
+    """An object that lives in the sandbox (a student's module, a custom result).
+
+    Calls, method calls and attribute reads go to the sandbox. A handle never compares equal to
+    anything but itself, whatever the student's class defines.
+    """
+
+    __slots__ = ("_session", "_handle_ref", "_generation", "remote_type", "_label")
+
+    def __init__(self, session: "GradingSession", ref: wire.HandleRef, generation: int, label: str):
+        self._session, self._handle_ref, self._generation = session, ref, generation
+        self.remote_type, self._label = ref.type_name, label
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._session.request(self, "getattr", f"{self._label}.{name}", attr=name)
+
+    def __call__(self, *args, **kwargs):
+        return self._session.request(self, "call", f"{self._label}(...)", args=args, kwargs=kwargs)
+
+    def __eq__(self, other) -> bool:
+        return self is other
+
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        return f"<{self.remote_type} object from the submission>"
+
+
+@dataclass
+class GradingSession:
+    """One submission graded by one suite: owns the sandbox, restarts it after a death."""
+
+    assignment: Assignment
+    code: Extracted
+    masked_paths: tuple[str, ...] = ()
+    isolate: bool = True
+    forbidden_all: set = field(default_factory=set)
+    forbidden_now: tuple = ()
+    results: list = field(default_factory=list)
+    load_warnings: list = field(default_factory=list)
+    isolation: dict = field(default_factory=dict)
+    sandbox_start_s: list = field(default_factory=list)
+    used_s: float = 0.0
+    generation: int = 0
+
+    def __post_init__(self):
+        self._ctx = warm_context()
+        self._sandbox: Sandbox | None = None
+        self._workdir: str | None = None
+
+    def _ensure_sandbox(self) -> Sandbox:
+        if self._sandbox is not None and self._sandbox.alive:
+            return self._sandbox
+        self._drop_sandbox()
+        self._workdir = tempfile.mkdtemp(prefix="autograder-sandbox-")
+        setup = SandboxSetup(self.code, self._workdir, tuple(sorted(self.forbidden_all)), self.masked_paths,
+                             self.assignment.limits.memory_mb, self.isolate)
+        sandbox = Sandbox(setup, self._ctx)
+        self.generation += 1
+        begin = time.perf_counter()
+        try:
+            sandbox.start(self._time_left())
+        finally:
+            self.used_s += time.perf_counter() - begin
+        self.sandbox_start_s.append(sandbox.started_s)
+        self.load_warnings = sandbox.warnings
+        self.isolation = sandbox.report
+        self._sandbox = sandbox
+        return sandbox
+
+    def _time_left(self) -> float:
+        left = self.assignment.limits.submission_timeout_s - self.used_s
+        if left <= 0:
+            raise SandboxTimeout(f"after the submission used its whole time budget "
+                                 f"({self.assignment.limits.submission_timeout_s:g} s)")
+        return min(left, self.assignment.limits.call_timeout_s)
+
+    def request(self, target, op: str, label: str, attr: str | None = None, args=(), kwargs=None):
+        if isinstance(target, Handle) and target._generation != self.generation:
+            raise StudentFault(f"`{label}`: this object was lost when your code crashed in an earlier call")
+        sandbox = self._ensure_sandbox()
+        payload = wire.encode_arguments({
+            "op": op, "target": target._handle_ref if isinstance(target, Handle) else target, "attr": attr,
+            "args": list(args), "kwargs": dict(kwargs or {}), "forbidden": sorted(self.forbidden_now),
+        })
+        begin = time.perf_counter()
+        timeout = self._time_left()
+        try:
+            data = sandbox.request(payload, timeout, f"while running `{label}`")
+        except SandboxTimeout:
+            self._drop_sandbox()
+            raise SandboxTimeout(f"`{label}` did not finish within {timeout:g} s (an endless loop?)") from None
+        except SandboxDied:
+            self._drop_sandbox()
+            raise
+        finally:
+            self.used_s += time.perf_counter() - begin
+        try:
+            reply = wire.decode_message(data, lambda ref: Handle(self, ref, self.generation, ref.type_name))
+        except wire.WireError as exc:
+            raise StudentFault(f"`{label}`: {exc}") from None
+        if not isinstance(reply, dict) or "ok" not in reply:
+            raise StudentFault(f"`{label}`: the sandbox answered in an unexpected format")
+        if not reply["ok"]:
+            raise _describe_error(reply, label)
+        return reply.get("value")
+
+    def _drop_sandbox(self) -> None:
+        if self._sandbox is not None:
+            self._sandbox.kill()
+            self._sandbox = None
+        if self._workdir:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def close(self) -> None:
+        self._drop_sandbox()
+
+
+class SubmissionProxy:
+    """What a hidden test sees as `submission`: attribute access names a notebook function."""
+
+    def __init__(self, session: GradingSession):
+        self._session = session
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        session = self._session
+
+        def call(*args, **kwargs):
+            return session.request(name, "call", name, args=args, kwargs=kwargs)
+
+        call.__name__ = name
+        return call
+
+    @contextlib.contextmanager
+    def raises(self, expected: type[BaseException]):
+        """Expect the student's code to raise `expected` (or a subclass of it)."""
+        try:
+            yield
+        except SubmissionError as err:
+            if expected.__name__ in err.mro:
+                return
+            raise AssertionError(f"expected {expected.__name__}, but {err}") from None
+        raise AssertionError(f"expected your code to raise {expected.__name__}, but it returned normally")
+
+
+_FAILED = (AssertionError, SubmissionError, StudentFault, SandboxDied)
+
+
+def _classify(item, excinfo) -> tuple[str, str]:
+    if excinfo is None:
+        return "passed", ""
+    exc = excinfo.value
+    if isinstance(exc, SandboxTimeout):
+        return "timeout", f"timeout: {exc}" if "budget" in str(exc) else str(exc)
+    if isinstance(exc, _FAILED):
+        message = str(exc).strip()
+        if not message:
+            doc = (item.function.__doc__ or "").strip().splitlines()
+            message = f"check failed: {doc[0]}" if doc else "a check of your result failed"
+        return "failed", message
+    return "error", f"grader error in this test ({type(exc).__name__}: {exc}); please tell the course staff"
+
+
+class OraclePlugin:
+    """Registered with pytest for one submission; collects a `TestResult` per test."""
+
+    def __init__(self, session: GradingSession, cuda_available: bool):
+        self.session = session
+        self.cuda_available = cuda_available
+
+    def pytest_configure(self, config):
+        for marker, doc in MARKERS.items():
+            config.addinivalue_line("markers", f"{marker}: {doc}")
+        testing.configure(self.session.assignment.tolerances)
+
+    def pytest_collection_modifyitems(self, items):
+        for item in items:
+            for marker in item.iter_markers("forbidden"):
+                self.session.forbidden_all.update(marker.args)
+
+    @pytest.fixture
+    def submission(self, request):
+        self.session.forbidden_now = tuple(a for m in request.node.iter_markers("forbidden") for a in m.args)
+        return SubmissionProxy(self.session)
+
+    def pytest_runtest_setup(self, item):
+        if item.get_closest_marker("points") is None:
+            raise pytest.UsageError(f"{item.nodeid} has no @pytest.mark.points(n)")
+        if item.get_closest_marker("gpu") and not self.cuda_available:
+            pytest.skip("needs GPU runner")
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        report = outcome.get_result()
+        if call.when == "setup" and report.passed:
+            return
+        if call.when == "teardown":
+            return
+        points_marker = item.get_closest_marker("points")
+        possible = float(points_marker.args[0]) if points_marker else 0.0
+        question_marker = item.get_closest_marker("question")
+        question = question_marker.args[0] if question_marker else item.module.__name__.removeprefix("test_")
+        if report.skipped and item.get_closest_marker("gpu"):
+            status, message = "needs-gpu", "needs a GPU runner; not graded on this machine"
+        elif report.skipped:
+            status, message = "error", f"test skipped: {report.longrepr[-1] if report.longrepr else ''}"
+        else:
+            status, message = _classify(item, call.excinfo)
+        self.session.results.append(TestResult(
+            test_id=item.nodeid, question=question, status=status,
+            points_earned=possible if status == "passed" else 0.0, points_possible=possible,
+            message=message, duration_s=round(report.duration, 4),
+        ))
+
+
+def suite_hash(assignment: Assignment) -> str:
+    """Changes whenever a test file, the assignment's grading settings or the grader change."""
+    digest = hashlib.sha256(f"{__version__}\n{assignment.tolerances}\n{assignment.limits}\n"
+                            f"{assignment.extraction}\n".encode())
+    for path in sorted(assignment.tests_dir.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(assignment.tests_dir)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_suite(assignment: Assignment, code: Extracted, masked_paths=(), isolate: bool = True) -> GradingSession:
+    """Run the assignment's hidden suite against extracted code; returns the filled session."""
+    session = GradingSession(assignment, code, tuple(str(p) for p in masked_paths), isolate)
+    plugin = OraclePlugin(session, cuda_available())
+    # No ini file: the course's own pytest settings (the framework's tests) must not leak in.
+    args = [str(assignment.tests_dir), "-c", os.devnull, "--rootdir", str(assignment.tests_dir),
+            "-p", "no:cacheprovider", "-p", "no:terminal", "--assert=plain", "-W", "ignore"]
+    try:
+        with contextlib.redirect_stdout(None):
+            exit_code = pytest.main(args, plugins=[plugin])
+    finally:
+        session.close()
+    if exit_code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        raise RuntimeError(f"the hidden suite of {assignment.id} could not run (pytest exit code {int(exit_code)})")
+    return session
+
+
+# --- `pytest grader_tests/<a> -p autograder.oracle --submission NOTEBOOK` ---------------------------
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("autograder")
+    group.addoption("--submission", help="grade this notebook against the suite (runs it in a sandbox)")
+    group.addoption("--assignment", help="assignment id (default: the name of the suite's folder)")
+
+
+def pytest_configure(config):
+    notebook = config.getoption("submission", None)
+    if not notebook or config.pluginmanager.has_plugin("autograder-oracle-session"):
+        return
+    course = load_course()
+    assignment_id = config.getoption("assignment") or Path(config.args[0]).resolve().name
+    assignment = course.get(assignment_id)
+    session = GradingSession(assignment, extract(Path(notebook), assignment.extraction),
+                             (str(course.root / "grader_tests"), str(course.root / "source"), str(Path(notebook).resolve())))
+    config.pluginmanager.register(OraclePlugin(session, cuda_available()), "autograder-oracle-session")
+    config.add_cleanup(session.close)
