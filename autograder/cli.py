@@ -1,0 +1,179 @@
+"""The `autograder` command: one subcommand per stage, each a function `(course, args) -> exit status`.
+
+Exit status: 0 done, 1 a `--check` found problems, 2 the course config or a source is broken. Errors
+the instructor can fix are one message on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from autograder.config import ConfigError, Course, load_course
+from autograder.extraction import SubmissionFormatError
+from autograder.gradebook import DEFAULT_PATH, Gradebook, GradebookError
+from autograder.release import ReleaseError, check_release, release_assignment
+
+
+def cmd_release(course: Course, args: argparse.Namespace) -> int:
+    """Compile source/<a>/ into release/<a>/, or with --check report drift and leaks without writing."""
+    status = 0
+    for assignment in course.select(args.assignments):
+        shown = f"release/{assignment.id}/"
+        if not args.check:
+            written = release_assignment(assignment, before_write=None if args.no_verify else _verified)
+            print(f"{shown}: {len(written)} files written")
+            continue
+        problems = check_release(assignment)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if problems:
+            status = 1
+        else:
+            print(f"{shown} is up to date")
+    return status
+
+
+def _verified(assignment, staging: Path) -> None:
+    """A release is written only when its solution scores full marks and its stubs score zero."""
+    from autograder.verify import verify
+
+    problems = verify(assignment, release_dir=staging)
+    if problems:
+        raise ReleaseError("not released, `verify` failed:\n  " + "\n  ".join(problems))
+
+
+def cmd_verify(course: Course, args: argparse.Namespace) -> int:
+    """Grade the solution (must score full marks) and the release (must score zero) of each assignment."""
+    from autograder.verify import verify
+
+    status = 0
+    for assignment in course.select(args.assignments):
+        problems = verify(assignment, jobs=args.jobs)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        print(f"{assignment.id}: {'FAILED' if problems else 'verified'}")
+        status = status or (1 if problems else 0)
+    return status
+
+
+def cmd_grade(course: Course, args: argparse.Namespace) -> int:
+    """Grade submissions into the gradebook and print a score table."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from autograder.scheduler import discover, grade_batch
+
+    assignment = course.get(args.assignment)
+    submissions = discover(args.paths, assignment)
+    console = Console(stderr=True)
+    with Gradebook.open(args.gradebook) as gradebook:
+        with Progress(TextColumn("grading {task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, transient=True) as progress:
+            task = progress.add_task(assignment.id, total=len(submissions))
+            graded, skipped, failures = grade_batch(
+                assignment, submissions, gradebook, jobs=args.jobs, force=args.force,
+                isolate=not args.no_isolation, on_done=lambda *_: progress.advance(task))
+            progress.update(task, completed=len(submissions))
+        results = {r.submission_id: r for r in gradebook.submissions(assignment.id) if r.submission_id in submissions}
+    _print_scores(assignment, results, set(skipped))
+    for sid, failure in failures.items():
+        console.print(f"[red]grader failure on {sid} (not recorded, rerun to retry): {failure}")
+    return 3 if failures else 0
+
+
+def _print_scores(assignment, results: dict, skipped: set) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{assignment.id}: {len(results)} submissions")
+    for column in ("submission", "points", "passed", "failed", "timeout", "notes"):
+        table.add_column(column, justify="right" if column in ("points", "passed", "failed", "timeout") else "left")
+    for sid in sorted(results):
+        r = results[sid]
+        counts = {s: sum(t.status == s for t in r.results) for s in ("passed", "failed", "timeout", "error")}
+        notes = []
+        if r.status == "error":
+            notes.append(f"not graded: {r.message}")
+        if r.incomplete:
+            notes.append("incomplete: needs GPU runner")
+        if counts["error"]:
+            notes.append(f"{counts['error']} grader errors")
+        if r.load_messages:
+            notes.append(f"{len(r.load_messages.splitlines())} load warnings")
+        if sid in skipped:
+            notes.append("unchanged, not regraded")
+        table.add_row(sid, f"{r.earned:g}/{r.possible:g}", str(counts["passed"]), str(counts["failed"]),
+                      str(counts["timeout"]), "; ".join(notes))
+    Console().print(table)
+
+
+def cmd_export(course: Course, args: argparse.Namespace) -> int:
+    """Write the gradebook of one assignment in an LMS format."""
+    from autograder.exports import export_csv
+
+    assignment = course.get(args.assignment)
+    with Gradebook.open(args.gradebook) as gradebook:
+        if args.output:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            export_csv(gradebook, assignment, args.output)
+            print(f"wrote {args.output}")
+        else:
+            export_csv(gradebook, assignment, sys.stdout)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autograder", description="Release, grade and export course assignments.")
+    parser.add_argument(
+        "--course-root", type=Path, metavar="DIR",
+        help="folder holding course_config.py (default: the nearest one at or above the current folder)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    release = commands.add_parser(
+        "release", help="compile source/<a>/ into the student release release/<a>/",
+        description="Compile source notebooks into student notebooks; refuses when a hidden line would leak.",
+    )
+    release.add_argument("assignments", nargs="*", metavar="ASSIGNMENT",
+                         help="assignment ids (default: every assignment in course_config.py)")
+    release.add_argument("--check", action="store_true",
+                         help="write nothing; exit 1 naming each file that is stale, missing, extra or leaking")
+    release.add_argument("--no-verify", action="store_true",
+                         help="write without first grading the solution (full marks) and the release (zero)")
+    release.set_defaults(run=cmd_release)
+
+    verify = commands.add_parser("verify", help="prove the solution scores full marks and the release zero")
+    verify.add_argument("assignments", nargs="*", metavar="ASSIGNMENT",
+                        help="assignment ids (default: every assignment in course_config.py)")
+    verify.add_argument("--jobs", type=int, help="parallel grading workers (default: CPU count)")
+    verify.set_defaults(run=cmd_verify)
+
+    grade = commands.add_parser("grade", help="grade submissions (notebooks, folders, LMS downloads)")
+    grade.add_argument("assignment", metavar="ASSIGNMENT")
+    grade.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                       help="notebooks or folders; the submission id is the file or folder name")
+    grade.add_argument("--gradebook", type=Path, default=DEFAULT_PATH, help="SQLite gradebook (default: %(default)s)")
+    grade.add_argument("--jobs", type=int, help="parallel grading workers (default: CPU count)")
+    grade.add_argument("--force", action="store_true", help="regrade submissions that are already current")
+    grade.add_argument("--no-isolation", action="store_true",
+                       help="skip the namespace sandbox (process separation only); for kernels that forbid namespaces")
+    grade.set_defaults(run=cmd_grade)
+
+    export = commands.add_parser("export", help="write grades for the LMS")
+    export.add_argument("assignment", metavar="ASSIGNMENT")
+    export.add_argument("--format", choices=["csv"], default="csv")
+    export.add_argument("--gradebook", type=Path, default=DEFAULT_PATH, help="SQLite gradebook (default: %(default)s)")
+    export.add_argument("--output", type=Path, help="file to write (default: standard output)")
+    export.set_defaults(run=cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(load_course(args.course_root), args)
+    except (ConfigError, ReleaseError, GradebookError, SubmissionFormatError) as exc:
+        print(f"autograder: error: {exc}", file=sys.stderr)
+        return 2

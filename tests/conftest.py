@@ -1,0 +1,171 @@
+"""Shared fixtures: a throwaway course root (config, source notebook, public checks, hidden suite).
+
+`make_course()` builds a valid course in tmp_path; its keyword arguments replace one part at a time, so
+a test states only what it breaks. `cells` builds source cells with the nbgrader metadata that
+docs/authoring.md prescribes.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder.config import load_course
+
+ASSIGNMENT = "01_demo"
+
+_CONFIG = {
+    "COURSE": {"name": "Demo course", "term": "Summer 2027", "timezone": "Europe/Berlin"},
+    "DEFAULTS": {
+        "tolerances": {
+            "fp32": {"rtol": 1e-4, "atol": 1e-5},
+            "tf32": {"rtol": 5e-3, "atol": 5e-3},
+            "fp16": {"rtol": 5e-3, "atol": 5e-3},
+            "bf16": {"rtol": 3e-2, "atol": 3e-2},
+        },
+        "late_policy": {"percent_per_day": 10, "cap_percent": 50},
+        "extraction": "definitions",
+        "limits": {"call_timeout_s": 20, "submission_timeout_s": 300, "memory_mb": 4096},
+    },
+    "ASSIGNMENTS": [{"id": ASSIGNMENT, "title": "Sampling", "due": "2027-04-27 23:59", "points": 3}],
+}
+
+PUBLIC_CHECKS = '''import torch
+from autograder.checks import check, public_check
+
+
+@public_check("top_k_filter")
+def keeps_the_largest(top_k_filter):
+    out = top_k_filter(torch.tensor([[1.0, 3.0, 2.0]]), 2)
+    assert out.isinf().tolist() == [[True, False, False]]
+'''
+
+HIDDEN_SUITE = '''import pytest
+import torch
+
+pytestmark = pytest.mark.question("top_k_filter")
+
+
+@pytest.mark.points(1)
+def test_top_k_on_random_logits(submission):
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0))
+    assert submission.top_k_filter(logits, 5).isfinite().sum(-1).tolist() == [5, 5, 5, 5]
+'''
+
+SOLUTION_LINE = "kth = torch.topk(logits, k, dim=-1).values[..., -1:]"
+HIDDEN_TEST_LINE = "assert top_k_filter(torch.eye(3), 1).isinf().sum() == 6"
+MODEL_ANSWER = "Top-k keeps a fixed number of candidates, top-p adapts to the shape of the distribution."
+
+
+class Cells:
+    """Builders for source cells; metadata exactly as nbgrader's Create Assignment toolbar writes it."""
+
+    @staticmethod
+    def _nbgrader(cell, grade_id: str, *, solution: bool, grade: bool, locked: bool, points=None):
+        meta = {"grade_id": grade_id, "solution": solution, "grade": grade, "locked": locked, "schema_version": 3}
+        if points is not None:
+            meta["points"] = points
+        cell.metadata["nbgrader"] = meta
+        return cell
+
+    @classmethod
+    def answer(cls, grade_id: str, source: str):
+        return cls._nbgrader(nbformat.v4.new_code_cell(source), grade_id, solution=True, grade=False, locked=False)
+
+    @classmethod
+    def test(cls, grade_id: str, source: str, points: float = 1):
+        return cls._nbgrader(nbformat.v4.new_code_cell(source), grade_id, solution=False, grade=True, locked=True,
+                             points=points)
+
+    @classmethod
+    def reflection(cls, grade_id: str, text: str, points: float = 2):
+        return cls._nbgrader(nbformat.v4.new_markdown_cell(text), grade_id, solution=True, grade=True, locked=False,
+                             points=points)
+
+    @classmethod
+    def readonly(cls, grade_id: str, source: str):
+        return cls._nbgrader(nbformat.v4.new_code_cell(source), grade_id, solution=False, grade=False, locked=True)
+
+    code = staticmethod(nbformat.v4.new_code_cell)
+    markdown = staticmethod(nbformat.v4.new_markdown_cell)
+
+
+def demo_cells() -> list:
+    """A small source notebook: given code, one answer with outputs, one test with hidden tests, one reflection."""
+    answer = Cells.answer(
+        "top_k_filter",
+        "def top_k_filter(logits, k):\n"
+        '    """Keep the k largest logits per row."""\n'
+        "    ### BEGIN SOLUTION\n"
+        f"    {SOLUTION_LINE}\n"
+        '    return logits.masked_fill(logits < kth, float("-inf"))\n'
+        "    ### END SOLUTION",
+    )
+    answer.execution_count = 3
+    answer.outputs = [nbformat.v4.new_output("stream", text="ran the solution\n")]
+    return [
+        Cells.markdown("# Sampling\nImplement the filters below."),
+        Cells.readonly("setup", "import torch\nfrom public_checks import check"),
+        answer,
+        Cells.test(
+            "check_top_k_filter",
+            f'check("top_k_filter")\n### BEGIN HIDDEN TESTS\n{HIDDEN_TEST_LINE}\n### END HIDDEN TESTS',
+        ),
+        Cells.reflection("reflection_sampling", MODEL_ANSWER),
+    ]
+
+
+def write_notebook(path: Path, cells: list) -> Path:
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def render_config(config: dict) -> str:
+    return "".join(f"{name} = {value!r}\n" for name, value in config.items())
+
+
+@pytest.fixture
+def cells() -> type[Cells]:
+    return Cells
+
+
+@pytest.fixture
+def course_config() -> dict:
+    """A fresh, valid config dict (COURSE, DEFAULTS, ASSIGNMENTS) for a test to break."""
+    return copy.deepcopy(_CONFIG)
+
+
+@pytest.fixture
+def make_course(tmp_path, course_config):
+    """Build a course root; `cells` for the source notebook, `config` as dict or raw Python text,
+    `files` (extra source files) and `grader_tests` as {relative path: str or bytes}."""
+
+    def make(cells: list | None = None, *, config: dict | str | None = None,
+             files: dict | None = None, grader_tests: dict | None = None) -> Path:
+        root = tmp_path / "course"
+        config = course_config if config is None else config
+        (root / "course_config.py").parent.mkdir(parents=True, exist_ok=True)
+        (root / "course_config.py").write_text(config if isinstance(config, str) else render_config(config))
+        write_notebook(root / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", demo_cells() if cells is None else cells)
+        defaults = {"public_checks.py": PUBLIC_CHECKS, "data/weights.bin": bytes(range(256))}
+        for folder, content in ((f"source/{ASSIGNMENT}", defaults | (files or {})),
+                                (f"grader_tests/{ASSIGNMENT}", grader_tests or {"test_top_k.py": HIDDEN_SUITE})):
+            for rel, data in content.items():
+                path = root / folder / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data if isinstance(data, bytes) else data.encode())
+        return root
+
+    return make
+
+
+@pytest.fixture
+def assignment(make_course):
+    """The demo assignment of a freshly built course."""
+    return load_course(make_course()).get(ASSIGNMENT)
