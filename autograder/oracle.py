@@ -126,7 +126,11 @@ class GradingSession:
         self._workdir: str | None = None
 
     def _ensure_sandbox(self) -> Sandbox:
-        if self._sandbox is not None and self._sandbox.alive:
+        """Tripwires are armed before student code loads (it may bind `from x import f` early), so a
+        sandbox armed without an API this call forbids is replaced."""
+        self.forbidden_all.update(self.forbidden_now)
+        armed = self._sandbox is not None and set(self.forbidden_now) <= set(self._sandbox.setup.forbidden)
+        if armed and self._sandbox.alive:
             return self._sandbox
         self._drop_sandbox()
         self._workdir = tempfile.mkdtemp(prefix="autograder-sandbox-")

@@ -1,0 +1,174 @@
+"""The pytest plugin: how each hidden test's outcome becomes a status, points and a message."""
+
+from __future__ import annotations
+
+import textwrap
+
+import nbformat
+import pytest
+
+from autograder.config import load_course
+from autograder.extraction import extract
+from autograder.oracle import run_suite, suite_hash
+from conftest import ASSIGNMENT, write_notebook
+
+SUITE = textwrap.dedent('''
+    import pytest
+    import torch
+    from autograder.testing import assert_close
+
+    pytestmark = pytest.mark.question("scaling")
+
+    @pytest.mark.points(2)
+    def test_doubles(submission):
+        x = torch.arange(4.0)
+        assert_close(submission.double(x), x * 2, what="double(x)")
+
+    @pytest.mark.points(1)
+    def test_plain_assert_uses_the_docstring(submission):
+        """double(1) is 2"""
+        assert submission.double(torch.ones(1)).item() == 2
+
+    @pytest.mark.points(1)
+    @pytest.mark.question("errors")
+    def test_rejects_negative(submission):
+        with submission.raises(ValueError):
+            submission.double(torch.tensor(-1.0))
+
+    @pytest.mark.points(1)
+    @pytest.mark.question("errors")
+    def test_missing(submission):
+        submission.halve(torch.ones(1))
+
+    @pytest.mark.points(1)
+    def test_broken_test_is_a_grader_error(submission):
+        undefined_reference_helper()
+
+    @pytest.mark.points(3)
+    @pytest.mark.gpu
+    def test_on_cuda(submission):
+        assert_close(submission.double(torch.ones(2, device="cuda")), torch.full((2,), 2.0, device="cuda"))
+
+    @pytest.mark.points(1)
+    def test_slow(submission):
+        submission.spin()
+''')
+
+CORRECT = '''
+import torch
+def double(x):
+    if (x < 0).any():
+        raise ValueError("negative input")
+    return x * 2
+def spin():
+    return None
+'''
+WRONG = '''
+import torch
+def double(x):
+    while bool(x.sum() < -100):
+        pass
+    return x * 3
+def spin():
+    while True:
+        pass
+'''
+
+
+@pytest.fixture(scope="module")
+def assignment(tmp_path_factory):
+    root = tmp_path_factory.mktemp("course")
+    (root / "course_config.py").write_text(textwrap.dedent(f'''
+        COURSE = {{"name": "Demo", "term": "Summer 2027", "timezone": "Europe/Berlin"}}
+        DEFAULTS = {{
+            "tolerances": {{p: {{"rtol": 1e-4, "atol": 1e-5}} for p in ("fp32", "tf32", "fp16", "bf16")}},
+            "late_policy": {{"percent_per_day": 10, "cap_percent": 50}},
+            "extraction": "definitions",
+            "limits": {{"call_timeout_s": 2, "submission_timeout_s": 60, "memory_mb": 2048}},
+        }}
+        ASSIGNMENTS = [{{"id": "{ASSIGNMENT}", "title": "Demo", "due": "2027-04-27 23:59", "points": 10}}]
+    '''))
+    write_notebook(root / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", [nbformat.v4.new_code_cell(CORRECT)])
+    (root / "grader_tests" / ASSIGNMENT).mkdir(parents=True)
+    (root / "grader_tests" / ASSIGNMENT / "test_scaling.py").write_text(SUITE)
+    return load_course(root).get(ASSIGNMENT)
+
+
+def grade(assignment, code: str, tmp_path):
+    notebook = write_notebook(tmp_path / "submission.ipynb", [nbformat.v4.new_code_cell(code)])
+    session = run_suite(assignment, extract(notebook))
+    return {r.test_id.split("::")[1]: r for r in session.results}
+
+
+@pytest.fixture(scope="module")
+def correct_results(assignment, tmp_path_factory):
+    return grade(assignment, CORRECT, tmp_path_factory.mktemp("correct"))
+
+
+@pytest.fixture(scope="module")
+def wrong_results(assignment, tmp_path_factory):
+    return grade(assignment, WRONG, tmp_path_factory.mktemp("wrong"))
+
+
+def test_every_test_gets_exactly_one_result(correct_results):
+    assert len(correct_results) == 7
+
+
+def test_passing_tests_earn_their_points(correct_results):
+    for name in ("test_doubles", "test_plain_assert_uses_the_docstring", "test_rejects_negative", "test_slow"):
+        assert correct_results[name].status == "passed"
+        assert correct_results[name].points_earned == correct_results[name].points_possible > 0
+
+
+def test_questions_come_from_markers(correct_results):
+    assert correct_results["test_doubles"].question == "scaling"
+    assert correct_results["test_rejects_negative"].question == "errors"
+
+
+def test_gpu_tests_need_a_gpu_runner_and_are_not_zero_points_of_a_failure(correct_results):
+    r = correct_results["test_on_cuda"]
+    assert (r.status, r.points_earned, r.points_possible) == ("needs-gpu", 0.0, 3.0)
+    assert "GPU runner" in r.message
+
+
+def test_a_broken_test_is_a_grader_error_not_the_students_fault(correct_results):
+    r = correct_results["test_broken_test_is_a_grader_error"]
+    assert r.status == "error" and "NameError" in r.message and r.points_earned == 0
+
+
+def test_missing_function_is_a_failure_with_a_plain_message(correct_results):
+    r = correct_results["test_missing"]
+    assert r.status == "failed" and r.message == "`halve` is not defined in your notebook"
+
+
+def test_wrong_values_fail_with_the_tolerance_message(wrong_results):
+    r = wrong_results["test_doubles"]
+    assert r.status == "failed" and r.points_earned == 0
+    assert "double(x)" in r.message and "max abs error" in r.message and "tolerance" in r.message
+
+
+def test_plain_assert_message_never_shows_hidden_test_source(wrong_results):
+    r = wrong_results["test_plain_assert_uses_the_docstring"]
+    assert r.status == "failed"
+    assert r.message == "check failed: double(1) is 2"
+
+
+def test_expected_exception_not_raised(wrong_results):
+    r = wrong_results["test_rejects_negative"]
+    assert r.status == "failed" and "expected your code to raise ValueError" in r.message
+
+
+def test_timeout_scores_zero_and_is_reported_as_timeout(wrong_results):
+    r = wrong_results["test_slow"]
+    assert r.status == "timeout" and r.points_earned == 0 and "did not finish within 2 s" in r.message
+
+
+def test_suite_hash_changes_with_the_tests(assignment):
+    before = suite_hash(assignment)
+    extra = assignment.tests_dir / "test_extra.py"
+    extra.write_text("X = 1\n")
+    try:
+        assert suite_hash(assignment) != before
+    finally:
+        extra.unlink()
+    assert suite_hash(assignment) == before

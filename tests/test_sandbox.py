@@ -1,0 +1,306 @@
+"""The sandbox through the grader's eyes: what student code can and cannot do to grading.
+
+One session per module is reused where tests do not kill the sandbox, since each fresh sandbox
+costs a fork; tests that end the process check that the next call gets a fresh one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import textwrap
+
+import pytest
+import torch
+
+from autograder.config import load_course
+from autograder.extraction import extract
+from autograder.oracle import Handle, GradingSession, SubmissionError, StudentFault
+from autograder.sandbox import SandboxDied, SandboxTimeout
+from conftest import ASSIGNMENT, write_notebook
+
+import nbformat
+
+STUDENT_CODE = textwrap.dedent('''
+    import os, socket, sys, time
+    import torch
+    import torch.nn.functional as F
+    !pip install something-from-the-internet
+    BROKEN_CONSTANT = 1 / 0
+    model = load_from_the_hub("Qwen/Qwen2.5-0.5B")
+
+    def add(a, b):
+        return a + b
+
+    def double(x):
+        return x * 2
+
+    def fails():
+        raise ValueError("k must be positive")
+
+    def read(path):
+        with open(path) as f:
+            return f.read()
+
+    def listdir(path):
+        return sorted(os.listdir(path))
+
+    def write(path):
+        with open(path, "w") as f:
+            f.write("tampered")
+        return "written"
+
+    def connect(port):
+        socket.create_connection(("127.0.0.1", port), timeout=2)
+        return "connected"
+
+    def visible_pids():
+        return sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+
+    def kill(pid):
+        os.kill(pid, 9)
+        return "killed"
+
+    def attention(q):
+        return F.scaled_dot_product_attention(q, q, q)
+
+    def swallow_forbidden(q):
+        try:
+            return F.scaled_dot_product_attention(q, q, q)
+        except BaseException:
+            return q
+
+    def enable_tf32():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        return 0
+
+    class AlwaysEqual:
+        def __eq__(self, other):
+            return True
+
+    def always_equal():
+        return AlwaysEqual()
+
+    class Counter(torch.nn.Module):
+        def __init__(self, start):
+            super().__init__()
+            self.count = start
+            self.scale = torch.nn.Linear(2, 2, bias=False)
+
+        def forward(self, x):
+            self.count += 1
+            return self.scale(x)
+
+    def hard_exit():
+        os._exit(3)
+
+    def soft_exit():
+        sys.exit(0)
+
+    def spin():
+        while True:
+            pass
+
+    def sleep(seconds):
+        time.sleep(seconds)
+        return seconds
+
+    def hog_memory():
+        return torch.empty(40 * 2**30, dtype=torch.uint8).sum()
+
+    def sample(generator):
+        return torch.rand(3, generator=generator)
+''')
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    root = tmp_path_factory.mktemp("course")
+    (root / "course_config.py").write_text(textwrap.dedent(f'''
+        COURSE = {{"name": "Demo", "term": "Summer 2027", "timezone": "Europe/Berlin"}}
+        DEFAULTS = {{
+            "tolerances": {{p: {{"rtol": 1e-4, "atol": 1e-5}} for p in ("fp32", "tf32", "fp16", "bf16")}},
+            "late_policy": {{"percent_per_day": 10, "cap_percent": 50}},
+            "extraction": "definitions",
+            "limits": {{"call_timeout_s": 3, "submission_timeout_s": 60, "memory_mb": 1024}},
+        }}
+        ASSIGNMENTS = [{{"id": "{ASSIGNMENT}", "title": "Demo", "due": "2027-04-27 23:59", "points": 1}}]
+    '''))
+    write_notebook(root / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", [nbformat.v4.new_code_cell("x = 1")])
+    (root / "grader_tests" / ASSIGNMENT).mkdir(parents=True)
+    (root / "grader_tests" / ASSIGNMENT / "test_secret.py").write_text("EXPECTED = 42\n")
+    submission = write_notebook(root / "submissions" / "team.ipynb", [nbformat.v4.new_code_cell(STUDENT_CODE)])
+    return root, submission
+
+
+def new_session(course, **limits) -> GradingSession:
+    root, submission = course
+    assignment = load_course(root).get(ASSIGNMENT)
+    if limits:
+        assignment = dataclasses.replace(assignment, limits=dataclasses.replace(assignment.limits, **limits))
+    masked = (str(root / "grader_tests"), str(root / "source"), str(submission))
+    return GradingSession(assignment, extract(submission), masked)
+
+
+@pytest.fixture(scope="module")
+def session(course):
+    s = new_session(course)
+    yield s
+    s.close()
+
+
+def call(session, name, *args, forbidden=()):
+    session.forbidden_now = forbidden
+    return session.request(name, "call", name, args=args)
+
+
+def needs_isolation(session):
+    call(session, "add", 1, 1)
+    if "isolation" in session.isolation:
+        pytest.skip(f"namespaces unavailable here: {session.isolation['isolation']}")
+
+
+def test_plain_results_come_back_exact(session):
+    assert call(session, "add", 2, 3) == 5
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    out = call(session, "double", x)
+    assert type(out) is torch.Tensor and torch.equal(out, x * 2)
+
+
+def test_only_definitions_run_and_failed_constants_become_warnings(session):
+    call(session, "add", 0, 0)
+    assert any("BROKEN_CONSTANT" in w and "ZeroDivisionError" in w for w in session.load_warnings)
+    # `model = load_from_the_hub(...)` is an experiment: it never ran, so it raised no NameError.
+    assert not any("load_from_the_hub" in w for w in session.load_warnings)
+
+
+def test_missing_function_is_named(session):
+    with pytest.raises(StudentFault, match="`top_k_filter` is not defined in your notebook"):
+        call(session, "top_k_filter", torch.zeros(2), 1)
+
+
+def test_student_exception_names_type_message_and_cell(session):
+    with pytest.raises(SubmissionError, match=r"`fails` raised ValueError: k must be positive \(at cell 1, line \d+, in fails\)") as info:
+        call(session, "fails")
+    assert "ValueError" in info.value.mro and "Exception" in info.value.mro
+
+
+def test_grader_tests_are_hidden_from_the_sandbox(session, course):
+    needs_isolation(session)
+    root, _ = course
+    with pytest.raises(SubmissionError, match="PermissionError|FileNotFoundError"):
+        call(session, "read", str(root / "grader_tests" / ASSIGNMENT / "test_secret.py"))
+    with pytest.raises(SubmissionError, match="PermissionError"):
+        call(session, "listdir", str(root / "grader_tests"))
+
+
+def test_file_system_is_read_only_except_the_private_workdir(session, course):
+    needs_isolation(session)
+    root, _ = course
+    with pytest.raises(SubmissionError, match="Read-only file system"):
+        call(session, "write", str(root / "planted_conftest.py"))
+    assert not (root / "planted_conftest.py").exists()
+    assert call(session, "write", "scratch.txt") == "written"
+
+
+def test_no_network(session):
+    needs_isolation(session)
+    with pytest.raises(SubmissionError, match="Network is unreachable|Connection refused|OSError"):
+        call(session, "connect", 22)
+
+
+def test_sandbox_cannot_see_or_signal_the_grader(session):
+    needs_isolation(session)
+    assert os.getpid() not in call(session, "visible_pids")
+    with pytest.raises(SubmissionError, match="ProcessLookupError|PermissionError"):
+        call(session, "kill", os.getpid())
+
+
+def test_forbidden_api_fails_only_where_forbidden(session):
+    q = torch.randn(1, 1, 3, 4)
+    sdpa = "torch.nn.functional.scaled_dot_product_attention"
+    assert call(session, "attention", q).shape == q.shape  # armed but not forbidden in this call
+    with pytest.raises(StudentFault, match=f"`attention` called `{sdpa}`, which this task asks you to implement"):
+        call(session, "attention", q, forbidden=(sdpa,))
+    with pytest.raises(StudentFault, match="called `torch.nn.functional.scaled_dot_product_attention`"):
+        call(session, "swallow_forbidden", q, forbidden=(sdpa,))
+
+
+def test_changing_global_numerics_fails_the_call(session):
+    with pytest.raises(StudentFault, match="allow_tf32"):
+        call(session, "enable_tf32")
+    assert call(session, "add", 1, 1) == 2  # pinned again before the next call
+
+
+def test_objects_come_back_as_handles_that_never_compare_equal(session):
+    obj = call(session, "always_equal")
+    assert isinstance(obj, Handle) and obj.remote_type == "AlwaysEqual"
+    assert obj != 1 and not (obj == obj.remote_type)
+
+
+def test_modules_are_driven_through_handles(session):
+    module = call(session, "Counter", 5)
+    weight = torch.eye(2) * 3
+    module.load_state_dict({"scale.weight": weight})
+    x = torch.ones(1, 2)
+    assert torch.equal(module(x), x @ weight.T)
+    assert module.count == 6
+    assert torch.equal(module.scale.weight, weight)
+
+
+def test_generator_state_is_copied(session):
+    expected = torch.rand(3, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(call(session, "sample", torch.Generator().manual_seed(7)), expected)
+
+
+def test_sys_exit_is_an_ordinary_failure(session):
+    with pytest.raises(SubmissionError, match=r"`soft_exit` called sys.exit\(\)"):
+        call(session, "soft_exit")
+    assert call(session, "add", 1, 2) == 3
+
+
+def test_memory_bomb_is_contained(course):
+    session = new_session(course)
+    try:
+        with pytest.raises((SubmissionError, SandboxDied), match="allocate|memory|MemoryError|SIGKILL"):
+            call(session, "hog_memory")
+        assert call(session, "add", 1, 2) == 3
+    finally:
+        session.close()
+
+
+def test_hard_exit_kills_only_the_sandbox_and_the_next_call_gets_a_fresh_one(course):
+    session = new_session(course)
+    try:
+        module = call(session, "Counter", 0)
+        generation = session.generation
+        with pytest.raises(SandboxDied, match="exit code 3 while running `hard_exit`"):
+            call(session, "hard_exit")
+        assert call(session, "add", 1, 2) == 3
+        assert session.generation == generation + 1
+        with pytest.raises(StudentFault, match="lost when your code crashed"):
+            module(torch.ones(1, 2))
+    finally:
+        session.close()
+
+
+def test_endless_loop_times_out_and_grading_goes_on(course):
+    session = new_session(course, call_timeout_s=1)
+    try:
+        with pytest.raises(SandboxTimeout, match=r"`spin` did not finish within 1 s"):
+            call(session, "spin")
+        assert call(session, "add", 2, 2) == 4
+    finally:
+        session.close()
+
+
+def test_submission_time_budget_is_enforced(course):
+    session = new_session(course, call_timeout_s=5, submission_timeout_s=2)
+    try:
+        assert call(session, "sleep", 0.2) == 0.2
+        with pytest.raises(SandboxTimeout):
+            call(session, "sleep", 3)
+        with pytest.raises(SandboxTimeout, match="whole time budget"):
+            call(session, "add", 1, 1)
+    finally:
+        session.close()
