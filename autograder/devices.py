@@ -7,6 +7,8 @@ and loaded with the restricted loader, so CPU graders compare against them too.
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 
@@ -14,6 +16,12 @@ def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def nvidia_driver_present() -> bool:
+    """For processes that must not import torch nor create a CUDA context (the CLI, the forkserver's
+    parent): is this machine a GPU runner?"""
+    return shutil.which("nvidia-smi") is not None and os.path.exists("/dev/nvidiactl")
 
 
 def device_name() -> str:

@@ -83,11 +83,9 @@ class TestResult:
 
     def __post_init__(self):
         if self.status not in TEST_STATUSES:
-            raise ValueError(f"{self.test_id}: unknown test status {self.status!r} (expected one of {TEST_STATUSES})")
+            raise ValueError(f"{self.test_id}: unknown test status {self.status!r} (one of {TEST_STATUSES})")
         if not 0 <= self.points_earned <= self.points_possible:
-            raise ValueError(
-                f"{self.test_id}: points earned {self.points_earned} outside 0..{self.points_possible}"
-            )
+            raise ValueError(f"{self.test_id}: points earned {self.points_earned} outside 0..{self.points_possible}")
 
 
 @dataclass
@@ -111,7 +109,7 @@ class SubmissionResult:
     def __post_init__(self):
         who = f"{self.assignment}/{self.submission_id}"
         if self.status not in SUBMISSION_STATUSES:
-            raise ValueError(f"{who}: unknown submission status {self.status!r} (expected one of {SUBMISSION_STATUSES})")
+            raise ValueError(f"{who}: unknown submission status {self.status!r} (one of {SUBMISSION_STATUSES})")
         if self.status == "error" and not self.message:
             raise ValueError(f"{who}: an error needs a message saying why the notebook could not be graded")
         # Naive times cannot be compared with the zoned due date of the late policy.
@@ -186,18 +184,20 @@ class Gradebook:
         self._conn.close()
 
     def is_current(
-        self, assignment: str, submission_id: str, submission_hash: str, suite_hash: str, grader_version: str
+        self, assignment: str, submission_id: str, submission_hash: str, suite_hash: str, grader_version: str,
+        *, gpu_runner: bool = False,
     ) -> bool:
         """True when this notebook was already graded by this suite and grader version.
 
-        An incomplete grade is never current, so a rerun on a GPU runner completes it.
+        An incomplete grade (GPU tests not run) is current on a CPU grader, which could not do more,
+        but not on a GPU runner, so a rerun there completes it.
         """
         row = self._conn.execute(
-            "SELECT 1 FROM submissions WHERE assignment = ? AND submission_id = ? AND submission_hash = ?"
-            " AND suite_hash = ? AND grader_version = ? AND NOT incomplete",
+            "SELECT incomplete FROM submissions WHERE assignment = ? AND submission_id = ? AND submission_hash = ?"
+            " AND suite_hash = ? AND grader_version = ?",
             (assignment, submission_id, submission_hash, suite_hash, grader_version),
         ).fetchone()
-        return row is not None
+        return row is not None and not (row[0] and gpu_runner)
 
     def record(self, sub: SubmissionResult) -> None:
         """Store `sub`, replacing any earlier grade of that submission, all or nothing."""
@@ -217,13 +217,8 @@ class Gradebook:
                 "DELETE FROM submissions WHERE assignment = ? AND submission_id = ?",
                 (sub.assignment, sub.submission_id),
             )
-            self._conn.execute(
-                f"INSERT INTO submissions ({', '.join(row)}) VALUES ({', '.join(':' + name for name in row)})", row
-            )
-            self._conn.executemany(
-                f"INSERT INTO results ({', '.join(result_columns)}) VALUES ({', '.join('?' * len(result_columns))})",
-                result_rows,
-            )
+            self._conn.execute(_insert_sql("submissions", list(row)), list(row.values()))
+            self._conn.executemany(_insert_sql("results", result_columns), result_rows)
 
     def submissions(self, assignment: str) -> list[SubmissionResult]:
         """Every graded submission of `assignment`, by submission id."""
@@ -255,6 +250,10 @@ def _submission_from_row(row: sqlite3.Row, results: list[TestResult]) -> Submiss
         submitted_at=None if row["submitted_at"] is None else dt.datetime.fromisoformat(row["submitted_at"]),
     )
     return SubmissionResult(**values, results=results)
+
+
+def _insert_sql(table: str, columns: list[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
 
 
 def _utc_text(moment: dt.datetime) -> str:

@@ -410,10 +410,10 @@ def child_main(conn, setup: SandboxSetup) -> None:
 PRELOAD = ["torch", "transformers", "autograder.sandbox", "autograder.warm"]
 
 
-def warm_context():
+def warm_context(extra_modules=()):
     """A forkserver context that preloads the heavy imports once; sandboxes fork from it."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(PRELOAD)
+    ctx.set_forkserver_preload(PRELOAD + [m for m in extra_modules if m not in PRELOAD])
     return ctx
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from autograder import __version__
 from autograder.config import Assignment, load_course
+from autograder.devices import nvidia_driver_present
 from autograder.extraction import SubmissionFormatError, extract, find_notebook, submission_hash
 from autograder.gradebook import Gradebook, SubmissionResult
 
@@ -137,13 +138,15 @@ def grade_batch(assignment: Assignment, submissions: dict[str, Path], gradebook:
     from autograder.oracle import suite_hash
 
     suite = suite_hash(assignment)
+    gpu_runner = nvidia_driver_present()
     db = Path(gradebook.path)
     masked = secret_paths(assignment, [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"),
                                        *submissions.values()])
     todo, skipped = [], []
     for sid, path in submissions.items():
         digest = submission_digest(path, assignment)
-        if not force and digest and gradebook.is_current(assignment.id, sid, digest, suite, __version__):
+        if not force and digest and gradebook.is_current(assignment.id, sid, digest, suite, __version__,
+                                                         gpu_runner=gpu_runner):
             skipped.append(sid)
         else:
             todo.append(Job(str(assignment.root), assignment.id, sid, str(path.resolve()), masked, isolate))

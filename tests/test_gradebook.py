@@ -111,8 +111,8 @@ def test_derived_totals_group_points_by_question_in_test_order():
         (lambda: result("t.py::a", earned=2.0, possible=1.0), "outside 0..1.0"),
         (lambda: submission(status="ok"), "unknown submission status 'ok'"),
         (lambda: submission(status="error", results=[]), "needs a message"),
-        (lambda: submission(graded_at=dt.datetime(2027, 4, 28, 10, 0)), "graded_at 2027-04-28 10:00:00 has no time zone"),
-        (lambda: submission(submitted_at=dt.datetime(2027, 4, 27)), "submitted_at 2027-04-27 00:00:00 has no time zone"),
+        (lambda: submission(graded_at=dt.datetime(2027, 4, 28, 10)), "graded_at 2027-04-28 10:00:00 has no time zone"),
+        (lambda: submission(submitted_at=dt.datetime(2027, 4, 27)), "submitted_at 2027-04-27 00:00:00 has no time"),
         (lambda: submission(results=[result("t.py::a"), result("t.py::a")]), "more than once: ['t.py::a']"),
     ],
 )
@@ -141,14 +141,17 @@ def test_is_current_only_for_the_same_notebook_suite_and_grader(tmp_path, change
         assert not gb.is_current(**{**keys, **change})
 
 
-def test_an_incomplete_grade_is_never_current(tmp_path):
+def test_an_incomplete_grade_is_current_on_a_cpu_grader_but_not_on_a_gpu_runner(tmp_path):
     with Gradebook.open(tmp_path / "gradebook.db") as gb:
         gb.record(submission(results=[result("t.py::gpu", status="needs-gpu", earned=0.0)]))
-        assert not gb.is_current("01_intro", "team01", "notebook-v1", "suite-v1", "0.1.0")
+        assert gb.is_current("01_intro", "team01", "notebook-v1", "suite-v1", "0.1.0")
+        assert not gb.is_current("01_intro", "team01", "notebook-v1", "suite-v1", "0.1.0", gpu_runner=True)
+        gb.record(submission())
+        assert gb.is_current("01_intro", "team01", "notebook-v1", "suite-v1", "0.1.0", gpu_runner=True)
 
 
 def test_record_again_replaces_the_earlier_grade(tmp_path):
-    regraded = submission(submission_hash="notebook-v2", results=[result("t.py::only_test", earned=0.0, status="failed")])
+    regraded = submission(submission_hash="notebook-v2", results=[result("t.py::only", status="failed", earned=0.0)])
     with Gradebook.open(tmp_path / "gradebook.db") as gb:
         gb.record(submission())
         gb.record(submission("team02"))
@@ -205,7 +208,8 @@ def _record_many(path, prefix, count, start):
 
 def test_concurrent_workers_writing_different_submissions_all_land(tmp_path):
     path = tmp_path / "gradebook.db"
-    start = FORK.Barrier(2, timeout=60)  # a worker that fails to open must not hang the other
+    _gradebook(path)
+    start = FORK.Barrier(2, timeout=10)  # a worker that fails to open must not hang the other
     workers = [FORK.Process(target=_record_many, args=(path, prefix, 25, start)) for prefix in ("a", "b")]
     for worker in workers:
         worker.start()
