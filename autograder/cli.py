@@ -88,6 +88,7 @@ def _print_scores(assignment, results: dict, skipped: set) -> None:
     from rich.table import Table
 
     table = Table(title=f"{assignment.id}: {len(results)} submissions")
+    problems = []
     for column in ("submission", "points", "passed", "failed", "timeout", "notes"):
         table.add_column(column, justify="right" if column in ("points", "passed", "failed", "timeout") else "left")
     for sid in sorted(results):
@@ -95,7 +96,8 @@ def _print_scores(assignment, results: dict, skipped: set) -> None:
         counts = {s: sum(t.status == s for t in r.results) for s in ("passed", "failed", "timeout", "error")}
         notes = []
         if r.status == "error":
-            notes.append(f"not graded: {r.message}")
+            notes.append("not graded")
+            problems.append(f"{sid}: not graded: {r.message}")
         if r.incomplete:
             notes.append("incomplete: needs GPU runner")
         if counts["error"]:
@@ -106,7 +108,10 @@ def _print_scores(assignment, results: dict, skipped: set) -> None:
             notes.append("unchanged, not regraded")
         table.add_row(sid, f"{r.earned:g}/{r.possible:g}", str(counts["passed"]), str(counts["failed"]),
                       str(counts["timeout"]), "; ".join(notes))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    for problem in problems:
+        console.print(problem, soft_wrap=True, highlight=False, markup=False)
 
 
 def cmd_export(course: Course, args: argparse.Namespace) -> int:

@@ -104,9 +104,18 @@ def _is_test_cell(cell) -> bool:
     return bool(meta.get("grade")) and not meta.get("solution")
 
 
-def _neutralise_ipython(source: str) -> str:
-    """`!pip install x` and `%timeit f()` become `pass` (same indentation, same line numbers)."""
-    return "\n".join(_IPYTHON_LINE.sub(r"\1pass  # ", line) for line in source.splitlines())
+def _parse_neutralising_ipython(source: str, filename: str) -> tuple[str, list[ast.stmt]]:
+    """Parse a cell; each `!pip install x` or `%timeit f()` line the parser trips over becomes `pass`
+    (same indentation, same line numbers). Lines inside string literals never trip it, so they stay."""
+    lines = source.splitlines()
+    while True:
+        try:
+            return "\n".join(lines), ast.parse("\n".join(lines), filename=filename).body
+        except SyntaxError as exc:
+            index = (exc.lineno or 0) - 1
+            if not (0 <= index < len(lines)) or not _IPYTHON_LINE.match(lines[index]):
+                raise
+            lines[index] = _IPYTHON_LINE.sub(r"\1pass  # ", lines[index])
 
 
 def _is_constant(node: ast.stmt) -> bool:
@@ -138,9 +147,8 @@ def extract(notebook: Path, mode: str = "definitions") -> Extracted:
         if source.lstrip().startswith("%%"):
             warnings.append(f"cell {number}: a cell magic ({source.split()[0]}) is not run when grading")
             continue
-        source = _neutralise_ipython(source)
         try:
-            body = ast.parse(source, filename=f"<cell {number}>").body
+            source, body = _parse_neutralising_ipython(source, f"<cell {number}>")
         except SyntaxError as exc:
             warnings.append(f"cell {number}: syntax error at line {exc.lineno}: {exc.msg}; this cell was skipped")
             continue

@@ -82,12 +82,11 @@ def grade_one(job: Job) -> SubmissionResult:
     common = dict(assignment=assignment.id, submission_id=job.submission_id, path=job.path,
                   suite_hash=suite_hash(assignment), grader_version=__version__, device=device_name(),
                   graded_at=dt.datetime.now(dt.timezone.utc))
+    digest = submission_digest(Path(job.path), assignment)
     try:
-        notebook = find_notebook(Path(job.path), f"{assignment.id}.ipynb")
-        digest = submission_hash(notebook)
-        code = extract(notebook, assignment.extraction)
+        code = extract(find_notebook(Path(job.path), f"{assignment.id}.ipynb"), assignment.extraction)
     except (SubmissionFormatError, OSError) as exc:
-        return SubmissionResult(**common, submission_hash="", status="error", message=str(exc), results=[])
+        return SubmissionResult(**common, submission_hash=digest, status="error", message=str(exc), results=[])
     session = run_suite(assignment, code, job.masked_paths, job.isolate)
     notes = list(code.warnings) + list(session.load_warnings)
     if "isolation" in session.isolation:

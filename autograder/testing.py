@@ -21,6 +21,7 @@ DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
 }
 _active: dict[str, tuple[float, float]] = dict(DEFAULT_TOLERANCES)
 
+_REAL_OF_COMPLEX = {torch.complex64: torch.float32, torch.complex128: torch.float64, torch.complex32: torch.float16}
 _PROFILE_OF_DTYPE = {
     torch.float32: "fp32",
     torch.float16: "fp16",
@@ -55,7 +56,7 @@ def _where(flat_index: int, shape: torch.Size) -> list[int]:
 
 
 def _fmt(x: float) -> str:
-    return f"{x:.4g}"
+    return "NaN" if math.isnan(x) else f"{x:.4g}"
 
 
 def _check_tensor_meta(actual, expected: torch.Tensor, what: str) -> None:
@@ -114,8 +115,14 @@ def assert_close(
             raise ToleranceError(f"{what}: expected a number, got {type(actual).__name__}")
         r, a = tolerance_for(torch.float32, profile)
         r, a = (rtol if rtol is not None else r), (atol if atol is not None else a)
-        if math.isnan(actual) and not (equal_nan and math.isnan(expected)):
-            raise ToleranceError(f"{what}: got NaN, expected {_fmt(expected)}")
+        if math.isnan(actual) or math.isnan(expected):
+            if equal_nan and math.isnan(actual) and math.isnan(expected):
+                return
+            raise ToleranceError(f"{what}: got {_fmt(actual)}, expected {_fmt(expected)}")
+        if math.isinf(actual) or math.isinf(expected):
+            if actual != expected:
+                raise ToleranceError(f"{what}: got {_fmt(actual)}, expected {_fmt(expected)}")
+            return
         if not abs(actual - expected) <= a + r * abs(expected):
             raise ToleranceError(
                 f"{what}: got {_fmt(actual)}, expected {_fmt(expected)} "
@@ -149,6 +156,12 @@ def assert_close(
             )
         return
 
+    if e_cpu.is_complex():
+        # Real and imaginary parts compared alike; the last index of a position picks the part.
+        assert_close(torch.view_as_real(a_cpu.resolve_conj()), torch.view_as_real(e_cpu.resolve_conj()),
+                     rtol=rtol, atol=atol, profile=profile or _PROFILE_OF_DTYPE.get(_REAL_OF_COMPLEX.get(e_cpu.dtype)),
+                     what=f"{what} (real, imaginary)", equal_nan=equal_nan)
+        return
     r, a = tolerance_for(expected.dtype, profile)
     r, a = (rtol if rtol is not None else r), (atol if atol is not None else a)
     ad, ed = a_cpu.double(), e_cpu.double()
@@ -162,13 +175,14 @@ def assert_close(
             f" first at {_where(first, e_cpu.shape)}"
             f" (got {a_cpu.flatten()[first].item()}, expected {e_cpu.flatten()[first].item()})"
         )
-    same_inf = (ad == ed) | (a_nan & e_nan)
-    abs_err = torch.where(same_inf, torch.zeros_like(ad), (ad - ed).abs())
-    abs_err = torch.nan_to_num(abs_err, nan=math.inf)
-    allowed = a + r * ed.abs()
-    bad = abs_err > torch.nan_to_num(allowed, posinf=math.inf)
+    # Infinities (the -inf of a masked logit) must match exactly; finite values within tolerance.
+    same = (ad == ed) | (a_nan & e_nan)
+    abs_err = torch.where(same, torch.zeros_like(ad), (ad - ed).abs())
+    abs_err = torch.where(abs_err.isnan(), torch.full_like(ad, math.inf), abs_err)
+    any_inf = ad.isinf() | ed.isinf()
+    bad = torch.where(any_inf, ~same, abs_err > a + r * ed.abs())
     if bad.any():
-        worst = int(abs_err.flatten().argmax())
+        worst = int(torch.where(bad, abs_err, torch.full_like(abs_err, -1.0)).flatten().argmax())
         rel = abs_err / ed.abs().clamp_min(1e-30)
         raise ToleranceError(
             f"{what}: {int(bad.sum())} of {e_cpu.numel()} elements ({100 * bad.double().mean().item():.1f}%)"

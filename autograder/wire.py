@@ -83,8 +83,12 @@ def _walk(obj, leaf: Callable[[Any], Any]):
 
 
 def _argument_leaf(obj):
-    if type(obj) in _PLAIN_SCALARS or type(obj) is torch.Tensor:
+    if type(obj) in _PLAIN_SCALARS:
         return obj
+    if type(obj) is torch.Tensor:
+        # torch.save writes a view's whole storage: send a slice of a big tensor as its own copy.
+        compact = obj.untyped_storage().nbytes() == obj.numel() * obj.element_size()
+        return obj if compact else obj.clone()
     if isinstance(obj, torch.nn.Parameter):
         return obj.detach()
     if isinstance(obj, torch.Generator):

@@ -12,6 +12,7 @@ Tiny random models have nearly flat logits; `initializer_range=0.2` makes greedy
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass
 from importlib import resources
 
@@ -106,10 +107,13 @@ def _config(name: str):
     )
 
 
-def fingerprint(model: torch.nn.Module) -> float:
-    """A cheap checksum of the weights, to notice a zoo model that was changed after it was built."""
-    with torch.no_grad():
-        return float(sum(p.double().abs().sum().item() for p in model.parameters()))
+def fingerprint(model: torch.nn.Module) -> str:
+    """A hash of every weight's bytes, to notice a zoo model that was changed after it was built."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def tiny_model(name: str = "llama", dtype: torch.dtype = torch.float32, device: str = "cpu"):

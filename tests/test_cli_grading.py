@@ -1,0 +1,80 @@
+"""The TA's and the instructor's commands end to end on a small course: grade, export, verify, release."""
+
+from __future__ import annotations
+
+import csv
+
+import nbformat
+import pytest
+
+from autograder.cli import main
+from conftest import ASSIGNMENT, SOLUTION_LINE, demo_cells, write_notebook
+
+pytestmark = pytest.mark.slow
+
+CORRECT = (
+    "import torch\n"
+    "def top_k_filter(logits, k):\n"
+    "    kth = torch.topk(logits, k, dim=-1).values[..., -1:]\n"
+    "    return logits.masked_fill(logits < kth, float('-inf'))\n"
+)
+
+
+def test_grade_records_every_submission_and_export_writes_one_row_each(make_course, tmp_path, capsys):
+    root = make_course()
+    batch = tmp_path / "lms_download"
+    write_notebook(batch / "team_correct" / "notebook.ipynb", [nbformat.v4.new_code_cell(CORRECT)])
+    write_notebook(batch / "team_empty.ipynb", [nbformat.v4.new_code_cell("import torch")])
+    (batch / "team_broken.ipynb").write_text("{ not json")
+    db = tmp_path / "grades" / "gradebook.db"
+
+    assert main(["--course-root", str(root), "grade", ASSIGNMENT, str(batch), "--gradebook", str(db)]) == 0
+    table = capsys.readouterr().out
+    assert "team_correct" in table and "1/1" in table
+    assert "team_broken: not graded: team_broken.ipynb is not valid notebook JSON" in table
+
+    out = tmp_path / "grades.csv"
+    assert main(["--course-root", str(root), "export", ASSIGNMENT, "--gradebook", str(db), "--output", str(out)]) == 0
+    rows = {row["submission"]: row for row in csv.DictReader(out.open())}
+    assert sorted(rows) == ["team_broken", "team_correct", "team_empty"]
+    assert float(rows["team_correct"]["total"]) == 1 and float(rows["team_empty"]["total"]) == 0
+    assert rows["team_broken"]["status"] == "error"
+
+    # A rerun grades nothing again and says so.
+    assert main(["--course-root", str(root), "grade", ASSIGNMENT, str(batch), "--gradebook", str(db)]) == 0
+    assert capsys.readouterr().out.count("unchanged, not regraded") == 3
+
+
+def test_a_foreign_gradebook_is_refused_and_left_untouched(make_course, tmp_path, capsys):
+    root = make_course()
+    db = tmp_path / "gradebook.db"
+    db.write_bytes(b"submission,total\nteam,3\n")
+    submission = write_notebook(tmp_path / "team.ipynb", [nbformat.v4.new_code_cell(CORRECT)])
+    assert main(["--course-root", str(root), "grade", ASSIGNMENT, str(submission), "--gradebook", str(db)]) == 2
+    assert "gradebook.db" in capsys.readouterr().err
+    assert db.read_bytes() == b"submission,total\nteam,3\n"
+
+
+def test_release_runs_verify_and_verify_passes_for_a_sound_assignment(make_course, capsys):
+    root = make_course()
+    assert main(["--course-root", str(root), "release"]) == 0
+    assert main(["--course-root", str(root), "verify"]) == 0
+    assert f"{ASSIGNMENT}: verified" in capsys.readouterr().out
+
+
+def test_release_refuses_an_assignment_whose_solution_fails(make_course, capsys):
+    cells = demo_cells()
+    cells[2].source = cells[2].source.replace(SOLUTION_LINE, "kth = torch.topk(logits, k + 1, dim=-1).values[..., -1:]")
+    root = make_course(cells)
+    assert main(["--course-root", str(root), "release"]) == 2
+    err = capsys.readouterr().err
+    assert "not released" in err and "the solution does not pass test_top_k.py::test_top_k_on_random_logits" in err
+    assert not (root / "release" / ASSIGNMENT).exists()
+
+
+def test_verify_catches_points_that_disagree_with_the_config(make_course, course_config, capsys):
+    course_config["ASSIGNMENTS"][0]["points"] = 5
+    root = make_course(config=course_config)
+    assert main(["--course-root", str(root), "release", "--no-verify"]) == 0
+    assert main(["--course-root", str(root), "verify"]) == 1
+    assert "the suite awards 1 points but course_config.py gives 01_demo 5" in capsys.readouterr().err
