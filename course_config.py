@@ -31,5 +31,12 @@ ASSIGNMENTS = [
         "due": "2027-04-27 23:59",
         "points": 20,
         "gpu": False,
+        "limits": {"call_timeout_s": 10, "submission_timeout_s": 120, "memory_mb": 4096},
     },
+    {"id": "02_transformer_architecture", "title": "The Transformer architecture: attention, RoPE, batched and KV-cache decoding",
+     "due": "2027-05-11 23:59", "points": 30, "gpu": False},
+    {"id": "03_efficient_inference_part_1", "title": "Efficient inference I: model size, precisions and int8 quantization",
+     "due": "2027-05-25 23:59", "points": 25, "gpu": False},
+    {"id": "04_efficient_inference_part_2", "title": "Efficient inference II: LLM.int8(), NF4 and perplexity",
+     "due": "2027-06-08 23:59", "points": 30, "gpu": True},
 ]

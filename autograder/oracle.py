@@ -119,6 +119,7 @@ class GradingSession:
     sandbox_start_s: list = field(default_factory=list)
     used_s: float = 0.0
     generation: int = 0
+    fed_recorders: list = field(default_factory=list)
 
     def __post_init__(self):
         self._ctx = None
@@ -188,6 +189,9 @@ class GradingSession:
             raise StudentFault(f"`{label}`: the sandbox answered in an unexpected format")
         if not reply["ok"]:
             raise _describe_error(reply, label)
+        fed = reply.get("fed_tokens", [])
+        for recorder in self.fed_recorders:
+            recorder.extend(int(n) for n in fed if isinstance(n, int))
         return reply.get("value")
 
     def _drop_sandbox(self) -> None:
@@ -200,6 +204,11 @@ class GradingSession:
 
     def close(self) -> None:
         self._drop_sandbox()
+
+
+@dataclass
+class FedTokens:
+    per_call: list = field(default_factory=list)
 
 
 class SubmissionProxy:
@@ -218,6 +227,17 @@ class SubmissionProxy:
 
         call.__name__ = name
         return call
+
+    @contextlib.contextmanager
+    def fed_tokens(self):
+        """Count the token positions zoo models embed during the calls in this block:
+        `fed.per_call` holds one number per forward call (e.g. to tell a KV cache from re-feeding)."""
+        record = FedTokens()
+        self._session.fed_recorders.append(record.per_call)
+        try:
+            yield record
+        finally:
+            self._session.fed_recorders.remove(record.per_call)
 
     @contextlib.contextmanager
     def raises(self, expected: type[BaseException]):

@@ -312,7 +312,7 @@ def _error_report(kind: str, exc: BaseException | None = None, **extra) -> dict:
     return report
 
 
-def _load(code: Extracted, namespace: dict) -> list[str]:
+def load_statements(code: Extracted, namespace: dict) -> list[str]:
     """Run each kept statement on its own; a failing one becomes a warning, not a lost submission."""
     import ast
 
@@ -348,15 +348,25 @@ def _serve(conn, namespace: dict, tripwires: Tripwires) -> None:
             data = conn.recv_bytes()
         except (EOFError, OSError):
             os._exit(0)
+        models: list = []
         try:
-            request = wire.decode_arguments(data, handles)
+            request = wire.decode_arguments(data, handles, models)
         except wire.WireError as exc:
             conn.send_bytes(wire.encode_message(_error_report("lost", message=str(exc))))
             continue
-        conn.send_bytes(_answer(request, namespace, handles, tripwires, torch))
+        conn.send_bytes(_answer(request, namespace, handles, tripwires, torch, models))
 
 
-def _answer(request: dict, namespace: dict, handles: dict, tripwires: Tripwires, torch) -> bytes:
+def _count_fed_tokens(models: list, fed: list[int]) -> None:
+    """Record how many positions each forward call of a zoo model embeds: what a hidden test needs to
+    tell a real KV cache from a loop that re-feeds the whole sequence (both give the same tokens)."""
+    for model in models:
+        model.get_input_embeddings().register_forward_pre_hook(lambda module, args: fed.append(int(args[0].shape[-1])))
+
+
+def _answer(request: dict, namespace: dict, handles: dict, tripwires: Tripwires, torch, models: list) -> bytes:
+    fed: list[int] = []
+    _count_fed_tokens(models, fed)
     target = request["target"]
     if isinstance(target, str):
         if target not in namespace:
@@ -382,7 +392,7 @@ def _answer(request: dict, namespace: dict, handles: dict, tripwires: Tripwires,
     if changed:
         return wire.encode_message(_error_report("numerics", settings=changed))
     try:
-        return wire.encode_result({"ok": True, "value": value}, handles)
+        return wire.encode_result({"ok": True, "value": value, "fed_tokens": fed}, handles)
     except Exception as exc:  # noqa: BLE001 - e.g. a tensor that cannot be serialised
         return wire.encode_message(_error_report("exception", exc))
 
@@ -396,7 +406,7 @@ def child_main(conn, setup: SandboxSetup) -> None:
         torch.set_num_threads(1)
         tripwires = Tripwires(setup.forbidden)
         namespace = {"__name__": "__submission__", "__builtins__": builtins}
-        warnings = _load(setup.code, namespace)
+        warnings = load_statements(setup.code, namespace)
     except BaseException as exc:  # noqa: BLE001
         conn.send_bytes(wire.encode_message({"status": "failed", "message": f"{type(exc).__name__}: {exc}"}))
         os._exit(1)

@@ -129,13 +129,17 @@ def warm_zoo() -> None:
         _pristine_model(zoo.ModelSpec(name))
 
 
-def decode_arguments(data: bytes, handles: dict[int, Any]):
+def decode_arguments(data: bytes, handles: dict[int, Any], models: list | None = None):
     """Sandbox side: every call gets fresh copies of models and the tokenizer, so one call's
-    in-place changes (quantized weights, a padding side) never leak into the next test."""
+    in-place changes (quantized weights, a padding side) never leak into the next test.
+    The zoo models handed out are appended to `models` (the sandbox instruments them)."""
 
     def leaf(obj):
         if isinstance(obj, ModelRef):
-            return copy.deepcopy(_pristine_model(obj.spec))
+            model = copy.deepcopy(_pristine_model(obj.spec))
+            if models is not None:
+                models.append(model)
+            return model
         if isinstance(obj, TokenizerRef):
             return copy.deepcopy(_pristine_tokenizer())
         if isinstance(obj, GeneratorRef):

@@ -1,0 +1,53 @@
+"""top_p_filter against transformers' TopPLogitsWarper.
+
+Inputs are chosen so that no token's cumulative probability lies within 1e-3 (fp32) or 3e-2
+(fp16/bf16) of p: a correct filter summing in another order or precision keeps the same tokens.
+"""
+
+import pytest
+import torch
+
+from intro_references import assert_same_filter, random_logits, reference_top_p
+
+pytestmark = pytest.mark.question("top_p_filter")
+
+
+def assert_top_p_matches(submission, logits, p, what):
+    assert_same_filter(submission.top_p_filter(logits, p), logits, reference_top_p(logits, p),
+                       what=f"top_p_filter({what}, p={p})")
+
+
+@pytest.mark.points(1)
+def test_matches_transformers(submission):
+    logits = random_logits(6, 64, seed=30)
+    for p in (0.3, 0.75, 0.95):
+        assert_top_p_matches(submission, logits, p, "random logits [6, 64]")
+    tied = torch.tensor([[0.2, 0.3, 0.2, 0.3]]).log()
+    assert_top_p_matches(submission, tied, 0.5, "log([[0.2, 0.3, 0.2, 0.3]])")
+
+
+@pytest.mark.points(1)
+def test_tiny_p_keeps_only_the_most_likely_token(submission):
+    assert_top_p_matches(submission, random_logits(5, 40, seed=31), 1e-4, "random logits [5, 40]")
+
+
+@pytest.mark.points(1)
+def test_p_one_keeps_everything(submission):
+    """A batch of one row; with p = 1 every token is part of the nucleus."""
+    assert_top_p_matches(submission, random_logits(1, 48, seed=32), 1.0, "random logits [1, 48]")
+
+
+@pytest.mark.points(1)
+def test_half_precision_keeps_dtype(submission):
+    for dtype in (torch.float16, torch.bfloat16):
+        for p in (0.3, 0.5):
+            assert_top_p_matches(submission, random_logits(3, 50, seed=33).to(dtype), p,
+                                 f"{str(dtype).removeprefix('torch.')} logits [3, 50]")
+
+
+@pytest.mark.gpu
+@pytest.mark.points(0)
+def test_half_precision_on_cuda(submission):
+    for dtype in (torch.float16, torch.bfloat16):
+        assert_top_p_matches(submission, random_logits(3, 50, seed=33).to("cuda", dtype), 0.3,
+                             f"cuda {str(dtype).removeprefix('torch.')} logits [3, 50]")

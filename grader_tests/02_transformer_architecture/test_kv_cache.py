@@ -1,0 +1,63 @@
+"""generate_with_kv_cache: a hand-written cached decoding loop must equal decoding without a cache."""
+
+import pytest
+import torch
+
+from autograder import zoo
+
+from transformer_references import assert_close_or_diagnose, greedy_without_cache
+
+pytestmark = [
+    pytest.mark.question("generate_with_kv_cache"),
+    pytest.mark.forbidden("transformers.generation.utils.GenerationMixin.generate"),
+]
+
+CACHE_HINT = ("feed the prompt once with use_cache=True, then at every step only the newest token "
+              "(shape [batch, 1]) together with the cache the previous step returned.")
+
+
+def prompt_ids(batch: int, length: int, seed: int) -> torch.Tensor:
+    """Random ordinary token ids (the special tokens 0-2 are avoided)."""
+    return torch.randint(3, 512, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.points(1)
+def test_matches_decoding_without_a_cache(submission, llama):
+    ids = prompt_ids(1, 7, seed=300)
+    assert_close_or_diagnose(submission.generate_with_kv_cache(llama, ids, 8), greedy_without_cache(llama, ids, 8),
+                             what="generate_with_kv_cache(tiny llama, a 7-token prompt, 8)", hint=CACHE_HINT)
+
+
+@pytest.mark.points(1)
+def test_batch_of_two_on_qwen2(submission, qwen2):
+    ids = prompt_ids(2, 5, seed=310)
+    assert_close_or_diagnose(submission.generate_with_kv_cache(qwen2, ids, 6), greedy_without_cache(qwen2, ids, 6),
+                             what="generate_with_kv_cache(tiny qwen2, 2 prompts of 5 tokens, 6)", hint=CACHE_HINT)
+
+
+@pytest.mark.points(2)
+def test_feeds_only_the_newest_token(submission, llama):
+    """A loop that re-feeds the whole sequence and ignores the cache returns exactly the right tokens,
+    so only what the model received can expose it. The model lives in the sandbox, out of the trusted
+    side's reach: the engine counts, for every forward call of a zoo model during a submission call,
+    how many token positions its input embedding received (`submission.fed_tokens()`).
+    """
+    if not hasattr(type(submission), "fed_tokens"):
+        pytest.skip("this grader cannot yet count the tokens a model receives in the sandbox")
+    ids, gen_len = prompt_ids(1, 6, seed=320), 5
+    with submission.fed_tokens() as fed:
+        submission.generate_with_kv_cache(llama, ids, gen_len)
+    prompt_len = ids.shape[1]
+    assert sum(fed.per_call) <= prompt_len + gen_len, (
+        f"generate_with_kv_cache fed the model {fed.per_call} tokens per forward call ({sum(fed.per_call)} "
+        f"in total) for a {prompt_len}-token prompt and {gen_len} new tokens; a KV cache needs at most "
+        f"{prompt_len + gen_len}: {CACHE_HINT}")
+
+
+@pytest.mark.gpu
+@pytest.mark.points(0)
+def test_on_cuda(submission):
+    llama, ids = zoo.tiny_model("llama", device="cuda"), prompt_ids(2, 5, seed=330).cuda()
+    assert_close_or_diagnose(submission.generate_with_kv_cache(llama, ids, 6), greedy_without_cache(llama, ids, 6),
+                             what="generate_with_kv_cache(tiny llama on CUDA, 2 prompts of 5 tokens, 6)",
+                             hint=CACHE_HINT)
