@@ -130,6 +130,19 @@ def render_config(config: dict) -> str:
     return "".join(f"{name} = {value!r}\n" for name, value in config.items())
 
 
+def write_course(root: Path, source_code: str, grader_tests: dict[str, str], *, points: float, **limits) -> Path:
+    """A minimal course whose source notebook is one code cell; `limits` override the defaults."""
+    config = copy.deepcopy(_CONFIG)
+    config["DEFAULTS"]["limits"].update(limits)
+    config["ASSIGNMENTS"][0]["points"] = points
+    (root / "course_config.py").write_text(render_config(config))
+    write_notebook(root / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", [nbformat.v4.new_code_cell(source_code)])
+    for rel, text in grader_tests.items():
+        (root / "grader_tests" / ASSIGNMENT / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / "grader_tests" / ASSIGNMENT / rel).write_text(text)
+    return root
+
+
 @pytest.fixture
 def cells() -> type[Cells]:
     return Cells

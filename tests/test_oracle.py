@@ -10,7 +10,7 @@ import pytest
 from autograder.config import load_course
 from autograder.extraction import extract
 from autograder.oracle import run_suite, suite_hash
-from conftest import ASSIGNMENT, write_notebook
+from conftest import ASSIGNMENT, write_course, write_notebook
 
 SUITE = textwrap.dedent('''
     import pytest
@@ -77,20 +77,8 @@ def spin():
 
 @pytest.fixture(scope="module")
 def assignment(tmp_path_factory):
-    root = tmp_path_factory.mktemp("course")
-    (root / "course_config.py").write_text(textwrap.dedent(f'''
-        COURSE = {{"name": "Demo", "term": "Summer 2027", "timezone": "Europe/Berlin"}}
-        DEFAULTS = {{
-            "tolerances": {{p: {{"rtol": 1e-4, "atol": 1e-5}} for p in ("fp32", "tf32", "fp16", "bf16")}},
-            "late_policy": {{"percent_per_day": 10, "cap_percent": 50}},
-            "extraction": "definitions",
-            "limits": {{"call_timeout_s": 2, "submission_timeout_s": 60, "memory_mb": 2048}},
-        }}
-        ASSIGNMENTS = [{{"id": "{ASSIGNMENT}", "title": "Demo", "due": "2027-04-27 23:59", "points": 10}}]
-    '''))
-    write_notebook(root / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", [nbformat.v4.new_code_cell(CORRECT)])
-    (root / "grader_tests" / ASSIGNMENT).mkdir(parents=True)
-    (root / "grader_tests" / ASSIGNMENT / "test_scaling.py").write_text(SUITE)
+    root = write_course(tmp_path_factory.mktemp("course"), CORRECT, {"test_scaling.py": SUITE}, points=10,
+                        call_timeout_s=2, memory_mb=2048)
     return load_course(root).get(ASSIGNMENT)
 
 

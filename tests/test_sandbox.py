@@ -17,7 +17,7 @@ from autograder.config import load_course
 from autograder.extraction import extract
 from autograder.oracle import Handle, GradingSession, SubmissionError, StudentFault
 from autograder.sandbox import SandboxDied, SandboxTimeout
-from conftest import ASSIGNMENT, write_notebook
+from conftest import ASSIGNMENT, write_course, write_notebook
 
 import nbformat
 
@@ -115,20 +115,8 @@ STUDENT_CODE = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def course(tmp_path_factory):
-    root = tmp_path_factory.mktemp("course")
-    (root / "course_config.py").write_text(textwrap.dedent(f'''
-        COURSE = {{"name": "Demo", "term": "Summer 2027", "timezone": "Europe/Berlin"}}
-        DEFAULTS = {{
-            "tolerances": {{p: {{"rtol": 1e-4, "atol": 1e-5}} for p in ("fp32", "tf32", "fp16", "bf16")}},
-            "late_policy": {{"percent_per_day": 10, "cap_percent": 50}},
-            "extraction": "definitions",
-            "limits": {{"call_timeout_s": 3, "submission_timeout_s": 60, "memory_mb": 1024}},
-        }}
-        ASSIGNMENTS = [{{"id": "{ASSIGNMENT}", "title": "Demo", "due": "2027-04-27 23:59", "points": 1}}]
-    '''))
-    write_notebook(root / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", [nbformat.v4.new_code_cell("x = 1")])
-    (root / "grader_tests" / ASSIGNMENT).mkdir(parents=True)
-    (root / "grader_tests" / ASSIGNMENT / "test_secret.py").write_text("EXPECTED = 42\n")
+    root = write_course(tmp_path_factory.mktemp("course"), "x = 1", {"test_secret.py": "EXPECTED = 42\n"}, points=1,
+                        call_timeout_s=3, submission_timeout_s=60, memory_mb=1024)
     submission = write_notebook(root / "submissions" / "team.ipynb", [nbformat.v4.new_code_cell(STUDENT_CODE)])
     return root, submission
 

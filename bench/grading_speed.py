@@ -1,0 +1,87 @@
+"""How fast a sandbox starts and a submission is graded; prints a table (run: python bench/grading_speed.py).
+
+Compares, in one run on one machine:
+- a cold process that imports torch and transformers (what every sandbox would cost without the
+  warm forkserver) against a sandbox forked from the warm forkserver;
+- grading the `correct` sample of each assignment with a warm worker (the batch steady state).
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REPEATS = 5
+
+
+def cold_import_s() -> float:
+    runs = []
+    for _ in range(3):
+        begin = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import torch, transformers"], check=True)
+        runs.append(time.perf_counter() - begin)
+    return statistics.median(runs)
+
+
+def warm_sandbox_start_s(assignment, code) -> tuple[float, float]:
+    from autograder.oracle import GradingSession
+
+    session = GradingSession(assignment, code)
+    try:
+        begin = time.perf_counter()
+        session._ensure_sandbox()
+        first = time.perf_counter() - begin
+        starts = []
+        for _ in range(REPEATS):
+            session._drop_sandbox()
+            session._ensure_sandbox()
+            starts.append(session.sandbox_start_s[-1])
+        return first, statistics.median(starts)
+    finally:
+        session.close()
+
+
+def grading_s(assignment, code) -> tuple[float, float, int]:
+    from autograder.oracle import run_suite
+
+    times, earned = [], 0.0
+    for _ in range(2):
+        begin = time.perf_counter()
+        session = run_suite(assignment, code)
+        times.append(time.perf_counter() - begin)
+        earned = sum(r.points_earned for r in session.results)
+    return times[0], times[1], earned
+
+
+def main() -> None:
+    from autograder.config import load_course
+    from autograder.extraction import extract
+
+    course = load_course(ROOT)
+    rows = []
+    cold = cold_import_s()
+    first_assignment = next(iter(course.assignments.values()))
+    code = extract(ROOT / "samples" / first_assignment.id / "correct.ipynb")
+    first_start, warm_start = warm_sandbox_start_s(first_assignment, code)
+    rows.append(("cold `import torch, transformers` (new process)", f"{cold:.2f} s", "1.0x"))
+    rows.append(("sandbox start, forkserver cold (once per worker)", f"{first_start:.2f} s", f"{first_start / cold:.2f}x"))
+    rows.append((f"sandbox start from the warm forkserver (median of {REPEATS})", f"{warm_start * 1000:.0f} ms",
+                 f"{warm_start / cold:.3f}x"))
+    for assignment in course.assignments.values():
+        sample = extract(ROOT / "samples" / assignment.id / "correct.ipynb")
+        first, warm, earned = grading_s(assignment, sample)
+        rows.append((f"grade {assignment.id}/correct ({earned:g} pts), first run", f"{first:.2f} s", f"{first / cold:.2f}x"))
+        rows.append((f"grade {assignment.id}/correct, warm worker", f"{warm:.2f} s", f"{warm / cold:.2f}x"))
+    width = max(len(r[0]) for r in rows)
+    print(f"| {'measurement'.ljust(width)} | time | vs cold import |")
+    print(f"| {'-' * width} | --- | --- |")
+    for name, value, ratio in rows:
+        print(f"| {name.ljust(width)} | {value} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
