@@ -104,14 +104,14 @@ def _print_scores(assignment, results: dict, skipped: set) -> None:
             notes.append(f"{counts['error']} grader errors")
         if r.load_messages:
             notes.append(f"{len(r.load_messages.splitlines())} load warnings")
-        if sid in skipped:
-            notes.append("unchanged, not regraded")
         table.add_row(sid, f"{r.earned:g}/{r.possible:g}", str(counts["passed"]), str(counts["failed"]),
                       str(counts["timeout"]), "; ".join(notes))
     console = Console()
     console.print(table)
     for problem in problems:
         console.print(problem, soft_wrap=True, highlight=False, markup=False)
+    if skipped:
+        console.print(f"{len(skipped)} unchanged submissions were not regraded (--force regrades them)", soft_wrap=True)
 
 
 def cmd_export(course: Course, args: argparse.Namespace) -> int:

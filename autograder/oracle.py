@@ -40,6 +40,11 @@ MARKERS = {
 }
 
 
+# Starting a sandbox runs the notebook's imports and constants; it is not charged to the submission's
+# time budget (a cold forkserver's imports happen before this clock starts).
+LOAD_TIMEOUT_S = 60.0
+
+
 class SubmissionError(Exception):
     """The student's code raised; carries the exception's type names for `submission.raises`."""
 
@@ -123,6 +128,9 @@ class GradingSession:
 
     def __post_init__(self):
         self._ctx = None
+        # Loading the same code fails the same way again: later tests fail at once instead of
+        # paying for a new sandbox (and another load timeout) each.
+        self._load_failure: Exception | None = None
         self._sandbox: Sandbox | None = None
         self._workdir: str | None = None
 
@@ -133,6 +141,8 @@ class GradingSession:
         armed = self._sandbox is not None and set(self.forbidden_now) <= set(self._sandbox.setup.forbidden)
         if armed and self._sandbox.alive:
             return self._sandbox
+        if self._load_failure is not None:
+            raise self._load_failure
         self._drop_sandbox()
         self._workdir = tempfile.mkdtemp(prefix="autograder-sandbox-")
         setup = SandboxSetup(self.code, self._workdir, tuple(sorted(self.forbidden_all)), self.masked_paths,
@@ -143,11 +153,16 @@ class GradingSession:
             self._ctx = warm_context(sorted({api.split(".")[0] for api in self.forbidden_all}))
         sandbox = Sandbox(setup, self._ctx)
         self.generation += 1
-        begin = time.perf_counter()
+        load_timeout = max(self.assignment.limits.call_timeout_s, LOAD_TIMEOUT_S)
         try:
-            sandbox.start(self._time_left())
-        finally:
-            self.used_s += time.perf_counter() - begin
+            sandbox.start(load_timeout)
+        except SandboxTimeout:
+            self._load_failure = SandboxTimeout(
+                f"loading your notebook did not finish within {load_timeout:g} s (an endless loop at top level?)")
+            raise self._load_failure from None
+        except SandboxDied as exc:
+            self._load_failure = exc
+            raise
         self.sandbox_start_s.append(sandbox.started_s)
         self.load_warnings = sandbox.warnings
         self.isolation = sandbox.report

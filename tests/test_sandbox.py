@@ -292,3 +292,22 @@ def test_submission_time_budget_is_enforced(course):
             call(session, "add", 1, 1)
     finally:
         session.close()
+
+
+@pytest.mark.parametrize("constant, failure, message", [
+    ("SEED = os._exit(0)", SandboxDied, "ended the process .* while loading your notebook"),
+    ("SEED = spin()", SandboxTimeout, "loading your notebook did not finish within 3 s"),
+])
+def test_a_notebook_that_cannot_load_fails_every_call_without_new_sandboxes(tmp_path, course, monkeypatch,
+                                                                            constant, failure, message):
+    monkeypatch.setattr("autograder.oracle.LOAD_TIMEOUT_S", 1.0)
+    root, _ = course
+    notebook = write_notebook(tmp_path / "team.ipynb", [nbformat.v4.new_code_cell(STUDENT_CODE + constant)])
+    session = GradingSession(load_course(root).get(ASSIGNMENT), extract(notebook))
+    try:
+        for _ in range(2):
+            with pytest.raises(failure, match=message):
+                call(session, "add", 1, 2)
+        assert session.generation == 1 and session.sandbox_start_s == []
+    finally:
+        session.close()
