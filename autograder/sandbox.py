@@ -327,7 +327,7 @@ def load_statements(code: Extracted, namespace: dict) -> list[str]:
                 exec(compile(ast.Module([node], []), cell.filename, "exec"), namespace)
             except BaseException as exc:  # noqa: BLE001 - SystemExit at load must not stop loading
                 first = lines[node.lineno - 1].strip() if node.lineno <= len(lines) else ""
-                message = _safe_text(lambda: exc, "")
+                message = _safe_text(lambda error=exc: error, "")
                 warnings.append(f"cell {cell.number}, line {node.lineno}: `{first[:60]}` failed while loading "
                                 f"your notebook: {type(exc).__name__}: {message}")
     return warnings

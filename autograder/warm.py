@@ -6,7 +6,7 @@ use) and the pristine zoo models and tokenizer that `autograder.wire` hands to s
 
 import torch
 
-from autograder import sandbox, wire, zoo
+from autograder import sandbox, wire
 
 sandbox._pin_numerics(torch)
 wire.warm_zoo()

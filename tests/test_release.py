@@ -356,5 +356,5 @@ def test_cli_errors_are_one_message_and_status_2(make_course, cells, capsys, arg
     root = make_course([cells.answer("f", "### BEGIN SOLUTION")])
     assert main(["--course-root", str(root), *argv]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"autograder: error: ") and message in err
+    assert err.startswith("autograder: error: ") and message in err
     assert err.count("\n") == 1 and "Traceback" not in err
