@@ -131,8 +131,9 @@ class SubmissionResult:
 
     @property
     def incomplete(self) -> bool:
-        """Some test waits for a GPU runner: the grade is partial, never a zero."""
-        return any(r.status == "needs-gpu" for r in self.results)
+        """Points wait for a GPU runner: the grade is partial, never a zero. GPU tests worth no
+        points (feedback only) leave a grade complete."""
+        return any(r.status == "needs-gpu" and r.points_possible > 0 for r in self.results)
 
     def per_question(self) -> dict[str, tuple[float, float]]:
         """question -> (earned, possible), questions in the order the tests reported them."""

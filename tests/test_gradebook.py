@@ -102,6 +102,7 @@ def test_derived_totals_group_points_by_question_in_test_order():
     assert (sub.earned, sub.possible, sub.incomplete) == (1.5, 3.5, False)
     assert list(sub.per_question().items()) == [("tokenize", (1.5, 1.5)), ("generate", (0.0, 2.0))]
     assert submission(results=[result("t.py::gpu", status="needs-gpu", earned=0.0)]).incomplete
+    assert not submission(results=[result("t.py::gpu", status="needs-gpu", earned=0.0, possible=0.0)]).incomplete
 
 
 @pytest.mark.parametrize(
