@@ -19,6 +19,7 @@ demo: setup
 	$(BIN)/autograder release --check
 	$(BIN)/autograder grade 01_intro samples/01_intro --gradebook out/demo.db
 	$(BIN)/autograder export 01_intro --gradebook out/demo.db --format csv --output out/01_intro_grades.csv
+	$(BIN)/autograder export 01_intro --gradebook out/demo.db --format html --output out/feedback
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -115,12 +115,21 @@ def _print_scores(assignment, results: dict, skipped: set) -> None:
 
 
 def cmd_export(course: Course, args: argparse.Namespace) -> int:
-    """Write the gradebook of one assignment in an LMS format."""
-    from autograder.exports import export_csv
+    """Write the gradebook of one assignment: LMS CSV, feedback pages or Gradescope results."""
+    from autograder.exports import export_csv, write_feedback_pages, write_gradescope_results
 
     assignment = course.get(args.assignment)
+    if not args.gradebook.is_file():
+        raise GradebookError(f"{args.gradebook}: no gradebook here; grade first, or pass --gradebook PATH")
     with Gradebook.open(args.gradebook) as gradebook:
-        if args.output:
+        if args.format in ("html", "gradescope"):
+            if not args.output:
+                print(f"autograder: error: --format {args.format} writes one file per submission: "
+                      "give --output FOLDER", file=sys.stderr)
+                return 2
+            write = write_feedback_pages if args.format == "html" else write_gradescope_results
+            print(f"wrote {len(write(gradebook, assignment, args.output))} files under {args.output}")
+        elif args.output:
             args.output.parent.mkdir(parents=True, exist_ok=True)
             export_csv(gradebook, assignment, args.output)
             print(f"wrote {args.output}")
@@ -168,9 +177,12 @@ def _parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="write grades for the LMS")
     export.add_argument("assignment", metavar="ASSIGNMENT")
-    export.add_argument("--format", choices=["csv"], default="csv")
+    export.add_argument("--format", choices=["csv", "html", "gradescope"], default="csv",
+                        help="csv: one row per submission for the LMS; html: a feedback page per team; "
+                             "gradescope: results.json per submission")
     export.add_argument("--gradebook", type=Path, default=DEFAULT_PATH, help="SQLite gradebook (default: %(default)s)")
-    export.add_argument("--output", type=Path, help="file to write (default: standard output)")
+    export.add_argument("--output", type=Path,
+                        help="file (csv; default: standard output) or folder (html, gradescope) to write")
     export.set_defaults(run=cmd_export)
     return parser
 

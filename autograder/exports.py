@@ -1,12 +1,17 @@
-"""Grade CSV for the LMS (Moodle's grade import first): one row per submission.
+"""Stage 9: what leaves the gradebook.
 
-Plain UTF-8 without a byte order mark, a header row, numbers with at most two decimals and a dot,
-which is what Moodle's CSV grade import reads without asking.
+- a grade CSV for the LMS (Moodle's grade import first): one row per submission, plain UTF-8 without a
+  byte order mark, numbers with at most two decimals and a dot, which Moodle reads without asking;
+- one HTML feedback page per team: every check with its result and the message the student can act
+  on; grader errors appear as a neutral notice, and no hidden test source is ever shown;
+- Gradescope's `results.json` per submission, for courses that collect through Gradescope.
 """
 
 from __future__ import annotations
 
 import csv
+import json
+from collections import defaultdict
 from pathlib import Path
 from typing import IO
 
@@ -14,6 +19,7 @@ from autograder.config import Assignment
 from autograder.gradebook import Gradebook, SubmissionResult
 
 INCOMPLETE = "incomplete (needs GPU runner)"
+GRADER_ERROR_FOR_STUDENTS = "the grader could not run this check; the course staff will look into it"
 
 
 def export_csv(
@@ -81,3 +87,69 @@ def _status(sub: SubmissionResult) -> str:
 def _number(value: float) -> str:
     """At most two decimals, no trailing zeros: 5, 7.5, 3.33."""
     return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def check_title(test_id: str) -> str:
+    """`test_top_k.py::test_keeps_the_k_largest[fp16]` -> `keeps the k largest [fp16]`."""
+    name = test_id.split("::")[-1]
+    base, _, params = name.partition("[")
+    title = base.removeprefix("test_").replace("_", " ")
+    return f"{title} [{params}" if params else title
+
+
+def _student_message(status: str, message: str) -> str:
+    return GRADER_ERROR_FOR_STUDENTS if status == "error" else message
+
+
+def write_feedback_pages(gradebook: Gradebook, assignment: Assignment, out_dir: str | Path) -> list[Path]:
+    """One self-contained HTML page per submission, `<out_dir>/<submission>.html`."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(loader=PackageLoader("autograder", "templates"), autoescape=select_autoescape(["html"]))
+    template = env.get_template("feedback.html")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for sub in gradebook.submissions(assignment.id):
+        questions = defaultdict(list)
+        for r in sub.results:
+            questions[r.question].append({
+                "title": check_title(r.test_id), "status": r.status, "message": _student_message(r.status, r.message),
+                "points_earned": r.points_earned, "points_possible": r.points_possible,
+            })
+        page = template.render(
+            assignment=assignment, sub=sub, questions=dict(questions), totals=sub.per_question(),
+            warnings=[w for w in sub.load_messages.splitlines() if w], penalty=_late_penalty_percent(sub, assignment),
+        )
+        path = out_dir / f"{sub.submission_id}.html"
+        path.write_text(page, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def gradescope_results(sub: SubmissionResult) -> dict:
+    """Gradescope's autograder results format (https://gradescope-autograders.readthedocs.io)."""
+    if sub.status == "error":
+        return {"score": 0, "output": f"Your notebook could not be graded: {sub.message}", "tests": []}
+    return {
+        "score": round(sub.earned, 4),
+        "execution_time": round(sum(r.duration_s for r in sub.results), 3),
+        "output": sub.load_messages,
+        "tests": [
+            {"name": check_title(r.test_id), "number": r.question, "score": r.points_earned,
+             "max_score": r.points_possible, "status": "passed" if r.status == "passed" else "failed",
+             "output": _student_message(r.status, r.message), "visibility": "visible"}
+            for r in sub.results
+        ],
+    }
+
+
+def write_gradescope_results(gradebook: Gradebook, assignment: Assignment, out_dir: str | Path) -> list[Path]:
+    """`<out_dir>/<submission>/results.json` for each submission."""
+    written = []
+    for sub in gradebook.submissions(assignment.id):
+        path = Path(out_dir) / sub.submission_id / "results.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(gradescope_results(sub), indent=2) + "\n", encoding="utf-8")
+        written.append(path)
+    return written

@@ -40,6 +40,15 @@ def test_grade_records_every_submission_and_export_writes_one_row_each(make_cour
     assert float(rows["team_correct"]["total"]) == 1 and float(rows["team_empty"]["total"]) == 0
     assert rows["team_broken"]["status"] == "error"
 
+    pages = tmp_path / "feedback"
+    assert main(["--course-root", str(root), "export", ASSIGNMENT, "--gradebook", str(db), "--format", "html",
+                 "--output", str(pages)]) == 0
+    assert sorted(p.name for p in pages.iterdir()) == ["team_broken.html", "team_correct.html", "team_empty.html"]
+    assert main(["--course-root", str(root), "export", ASSIGNMENT, "--gradebook", str(db), "--format", "html"]) == 2
+    assert main(["--course-root", str(root), "export", ASSIGNMENT, "--gradebook", str(tmp_path / "none.db")]) == 2
+    assert not (tmp_path / "none.db").exists()
+    capsys.readouterr()
+
     # A rerun grades nothing again and says so.
     assert main(["--course-root", str(root), "grade", ASSIGNMENT, str(batch), "--gradebook", str(db)]) == 0
     assert "3 unchanged submissions were not regraded" in capsys.readouterr().out

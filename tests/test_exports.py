@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from autograder.config import Assignment, LatePolicy, Limits, Tolerance
-from autograder.exports import export_csv
+import json
+
+from autograder.exports import check_title, export_csv, write_feedback_pages, write_gradescope_results
 from autograder.gradebook import Gradebook, SubmissionResult, TestResult
 
 UTC = dt.timezone.utc
@@ -90,3 +92,53 @@ def test_a_file_object_gets_the_same_csv_as_a_path(gradebook, tmp_path):
     export_csv(gradebook, ASSIGNMENT, out)
     export_csv(gradebook, ASSIGNMENT, tmp_path / "grades.csv")
     assert out.getvalue() == (tmp_path / "grades.csv").read_bytes().decode("utf-8")
+
+
+@pytest.fixture
+def messages_gradebook(gradebook):
+    """team05: a failure whose message holds markup, and a grader error with internal detail."""
+    results = [
+        TestResult("test_tokenize.py::test_splits_words[fp16]", "tokenize", "failed", 0.0, 1.0,
+                   "expected <unk> & got <script>alert(1)</script>", 0.1),
+        TestResult("test_generate.py::test_greedy", "generate", "error", 0.0, 3.0,
+                   "grader error in this test (NameError: name 'reference_top_k' is not defined)", 0.1),
+        TestResult("test_generate.py::test_sampling", "generate", "passed", 1.0, 1.0, "", 0.1),
+    ]
+    gradebook.record(dataclasses.replace(graded("team05", []), results=results, load_messages="cell 3: syntax error"))
+    return gradebook
+
+
+def test_check_titles_hide_the_test_module_and_keep_parameters():
+    assert check_title("test_top_k.py::test_keeps_the_k_largest[fp16]") == "keeps the k largest [fp16]"
+    assert check_title("test_top_k.py::test_ties") == "ties"
+
+
+def test_feedback_pages_escape_messages_and_hide_grader_internals(messages_gradebook, tmp_path):
+    pages = write_feedback_pages(messages_gradebook, ASSIGNMENT, tmp_path / "feedback")
+    assert sorted(p.name for p in pages) == ["team01.html", "team02.html", "team03.html", "team04.html", "team05.html"]
+    page = (tmp_path / "feedback" / "team05.html").read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>" not in page
+    assert "reference_top_k" not in page and "the grader could not run this check" in page
+    assert "splits words [fp16]" in page and "1 of 5 points" in page and "cell 3: syntax error" in page
+
+
+def test_feedback_pages_say_why_a_grade_is_partial_late_or_missing(gradebook, tmp_path):
+    write_feedback_pages(gradebook, ASSIGNMENT, tmp_path)
+    assert "need a GPU runner" in (tmp_path / "team03.html").read_text()
+    assert "20% deducted" in (tmp_path / "team02.html").read_text()
+    assert "could not be graded: the notebook is not valid JSON" in (tmp_path / "team04.html").read_text()
+
+
+def test_gradescope_results_per_submission(messages_gradebook, tmp_path):
+    write_gradescope_results(messages_gradebook, ASSIGNMENT, tmp_path)
+    team05 = json.loads((tmp_path / "team05" / "results.json").read_text())
+    assert team05["score"] == 1.0
+    assert [(t["name"], t["number"], t["status"], t["score"], t["max_score"]) for t in team05["tests"]] == [
+        ("splits words [fp16]", "tokenize", "failed", 0.0, 1.0),
+        ("greedy", "generate", "failed", 0.0, 3.0),
+        ("sampling", "generate", "passed", 1.0, 1.0),
+    ]
+    assert "reference_top_k" not in json.dumps(team05)
+    team04 = json.loads((tmp_path / "team04" / "results.json").read_text())
+    assert team04 == {"score": 0, "output": "Your notebook could not be graded: the notebook is not valid JSON",
+                      "tests": []}
