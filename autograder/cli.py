@@ -72,9 +72,21 @@ def cmd_grade(course: Course, args: argparse.Namespace) -> int:
         with Progress(TextColumn("grading {task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, transient=True) as progress:
             task = progress.add_task(assignment.id, total=len(submissions))
-            graded, skipped, failures = grade_batch(
-                assignment, submissions, gradebook, jobs=args.jobs, force=args.force,
-                isolate=not args.no_isolation, on_done=lambda *_: progress.advance(task))
+            done = []
+
+            def on_done(job, outcome):
+                done.append(job.submission_id)
+                progress.advance(task)
+
+            try:
+                graded, skipped, failures = grade_batch(
+                    assignment, submissions, gradebook, jobs=args.jobs, force=args.force,
+                    isolate=not args.no_isolation, on_done=on_done)
+            except KeyboardInterrupt:
+                progress.stop()
+                console.print(f"interrupted: {len(done)} submissions were graded and recorded in {args.gradebook}; "
+                              "run the same command again to grade the rest", soft_wrap=True)
+                return 130
             progress.update(task, completed=len(submissions))
         results = {r.submission_id: r for r in gradebook.submissions(assignment.id) if r.submission_id in submissions}
     _print_scores(assignment, results, set(skipped))
@@ -194,3 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ReleaseError, GradebookError, SubmissionFormatError) as exc:
         print(f"autograder: error: {exc}", file=sys.stderr)
         return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import csv
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 
 import nbformat
 import pytest
 
 from autograder.cli import main
+from autograder.gradebook import Gradebook
 from conftest import ASSIGNMENT, SOLUTION_LINE, demo_cells, write_notebook
 
 pytestmark = pytest.mark.slow
@@ -88,3 +95,43 @@ def test_verify_catches_points_that_disagree_with_the_config(make_course, course
     assert main(["--course-root", str(root), "release", "--no-verify"]) == 0
     assert main(["--course-root", str(root), "verify"]) == 1
     assert "the suite awards 1 points but course_config.py gives 01_demo 5" in capsys.readouterr().err
+
+
+def test_an_interrupted_batch_keeps_what_was_graded_and_the_rerun_grades_the_rest(make_course, tmp_path):
+    """Ctrl-C reaches the whole process group, as in a terminal; graded submissions stay recorded."""
+    root = make_course()
+    batch = tmp_path / "batch"
+    slow = CORRECT + "import time\nPAUSE = time.sleep(2)\n"
+    for i in range(4):
+        write_notebook(batch / f"team{i}.ipynb", [nbformat.v4.new_code_cell(slow)])
+    db = tmp_path / "gradebook.db"
+    command = [sys.executable, "-m", "autograder.cli", "--course-root", str(root), "grade", ASSIGNMENT, str(batch),
+               "--gradebook", str(db), "--jobs", "1"]
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and _recorded(db) < 1:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output
+    assert "run the same command again to grade the rest" in output
+    first = _recorded(db)
+    assert 1 <= first < 4
+    with Gradebook.open(db) as gradebook:
+        assert all(len(s.results) == 1 and s.earned == 1 for s in gradebook.submissions(ASSIGNMENT))
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{first} unchanged submissions were not regraded" in rerun.stdout
+    assert _recorded(db) == 4
+
+
+def _recorded(db) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT count(*) FROM submissions").fetchone()[0]
+    except sqlite3.Error:
+        return 0
