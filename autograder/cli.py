@@ -128,19 +128,19 @@ def _print_scores(assignment, results: dict, skipped: set) -> None:
 
 def cmd_export(course: Course, args: argparse.Namespace) -> int:
     """Write the gradebook of one assignment: LMS CSV, feedback pages or Gradescope results."""
-    from autograder.exports import export_csv, write_feedback_pages, write_gradescope_results
+    from autograder.exports import export_csv, write_feedback_pages, write_gradescope_results, write_summary
 
     assignment = course.get(args.assignment)
     if not args.gradebook.is_file():
         raise GradebookError(f"{args.gradebook}: no gradebook here; grade first, or pass --gradebook PATH")
     with Gradebook.open(args.gradebook) as gradebook:
-        if args.format in ("html", "gradescope"):
+        writers = {"html": write_feedback_pages, "gradescope": write_gradescope_results, "summary": write_summary}
+        if args.format in writers:
             if not args.output:
-                print(f"autograder: error: --format {args.format} writes one file per submission: "
-                      "give --output FOLDER", file=sys.stderr)
+                print(f"autograder: error: --format {args.format} writes several files: give --output FOLDER",
+                      file=sys.stderr)
                 return 2
-            write = write_feedback_pages if args.format == "html" else write_gradescope_results
-            print(f"wrote {len(write(gradebook, assignment, args.output))} files under {args.output}")
+            print(f"wrote {len(writers[args.format](gradebook, assignment, args.output))} files under {args.output}")
         elif args.output:
             args.output.parent.mkdir(parents=True, exist_ok=True)
             export_csv(gradebook, assignment, args.output)
@@ -189,9 +189,9 @@ def _parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="write grades for the LMS")
     export.add_argument("assignment", metavar="ASSIGNMENT")
-    export.add_argument("--format", choices=["csv", "html", "gradescope"], default="csv",
+    export.add_argument("--format", choices=["csv", "html", "gradescope", "summary"], default="csv",
                         help="csv: one row per submission for the LMS; html: a feedback page per team; "
-                             "gradescope: results.json per submission")
+                             "gradescope: results.json per submission; summary: instructor overview with plots")
     export.add_argument("--gradebook", type=Path, default=DEFAULT_PATH, help="SQLite gradebook (default: %(default)s)")
     export.add_argument("--output", type=Path,
                         help="file (csv; default: standard output) or folder (html, gradescope) to write")

@@ -4,19 +4,22 @@
   byte order mark, numbers with at most two decimals and a dot, which Moodle reads without asking;
 - one HTML feedback page per team: every check with its result and the message the student can act
   on; grader errors appear as a neutral notice, and no hidden test source is ever shown;
-- Gradescope's `results.json` per submission, for courses that collect through Gradescope.
+- Gradescope's `results.json` per submission, for courses that collect through Gradescope;
+- an instructor summary: score distribution, points per question and the tests students fail most
+  (or that the grader itself failed), as an HTML page with plots.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections import defaultdict
+import statistics
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import IO
 
 from autograder.config import Assignment
-from autograder.gradebook import Gradebook, SubmissionResult
+from autograder.gradebook import TEST_STATUSES, Gradebook, SubmissionResult
 
 INCOMPLETE = "incomplete (needs GPU runner)"
 GRADER_ERROR_FOR_STUDENTS = "the grader could not run this check; the course staff will look into it"
@@ -101,12 +104,16 @@ def _student_message(status: str, message: str) -> str:
     return GRADER_ERROR_FOR_STUDENTS if status == "error" else message
 
 
-def write_feedback_pages(gradebook: Gradebook, assignment: Assignment, out_dir: str | Path) -> list[Path]:
-    """One self-contained HTML page per submission, `<out_dir>/<submission>.html`."""
+def _template(name: str):
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     env = Environment(loader=PackageLoader("autograder", "templates"), autoescape=select_autoescape(["html"]))
-    template = env.get_template("feedback.html")
+    return env.get_template(name)
+
+
+def write_feedback_pages(gradebook: Gradebook, assignment: Assignment, out_dir: str | Path) -> list[Path]:
+    """One self-contained HTML page per submission, `<out_dir>/<submission>.html`."""
+    template = _template("feedback.html")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -153,3 +160,59 @@ def write_gradescope_results(gradebook: Gradebook, assignment: Assignment, out_d
         path.write_text(json.dumps(gradescope_results(sub), indent=2) + "\n", encoding="utf-8")
         written.append(path)
     return written
+
+
+def _hardest_first(row: dict) -> tuple:
+    """Grader errors first (the suite needs fixing), then the lowest pass rate; never-run GPU tests last."""
+    ran = sum(row[s] for s in TEST_STATUSES if s != "needs-gpu")
+    return (-row["error"], ran == 0, row["passed"] / ran if ran else 0.0, row["test_id"])
+
+
+def write_summary(gradebook: Gradebook, assignment: Assignment, out_dir: str | Path) -> list[Path]:
+    """`summary.html` with `scores.png` and `questions.png` in `out_dir`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    subs = gradebook.submissions(assignment.id)
+    graded = [s for s in subs if s.status == "graded"]
+    totals = [s.earned for s in graded]
+    per_test: dict[str, Counter] = defaultdict(Counter)
+    question_points: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for sub in graded:
+        for r in sub.results:
+            per_test[r.test_id][r.status] += 1
+        for question, (earned, possible) in sub.per_question().items():
+            question_points[question][0] += earned
+            question_points[question][1] += possible
+    tests = sorted(({"test_id": t, **{s: c[s] for s in TEST_STATUSES}} for t, c in per_test.items()),
+                   key=_hardest_first)
+    stats = {
+        "graded": len(graded), "errors": len(subs) - len(graded), "incomplete": sum(s.incomplete for s in graded),
+        "grader_errors": sum(row["error"] for row in tests),
+        **({"mean": statistics.fmean(totals), "median": statistics.median(totals), "min": min(totals),
+            "max": max(totals)} if totals else {}),
+    }
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.hist(totals, bins=min(20, max(1, int(assignment.points)) + 1), range=(0, assignment.points), color="#3b6ea5")
+    ax.set(xlabel="total points", ylabel="submissions", title=f"{assignment.id}: total points")
+    fig.tight_layout()
+    fig.savefig(out_dir / "scores.png", dpi=100)
+    plt.close(fig)
+
+    names = [q for q, (_, possible) in question_points.items() if possible > 0]
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1.2))
+    ax.barh(names, [question_points[q][0] / question_points[q][1] for q in names], color="#3b6ea5")
+    ax.set(xlim=(0, 1), xlabel="share of the question's points earned (all submissions)")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(out_dir / "questions.png", dpi=100)
+    plt.close(fig)
+
+    page = out_dir / "summary.html"
+    page.write_text(_template("summary.html").render(assignment=assignment, stats=stats, tests=tests), encoding="utf-8")
+    return [page, out_dir / "scores.png", out_dir / "questions.png"]

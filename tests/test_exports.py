@@ -10,7 +10,9 @@ import pytest
 from autograder.config import Assignment, LatePolicy, Limits, Tolerance
 import json
 
-from autograder.exports import check_title, export_csv, write_feedback_pages, write_gradescope_results
+from autograder.exports import (
+    check_title, export_csv, write_feedback_pages, write_gradescope_results, write_summary,
+)
 from autograder.gradebook import Gradebook, SubmissionResult, TestResult
 
 UTC = dt.timezone.utc
@@ -142,3 +144,17 @@ def test_gradescope_results_per_submission(messages_gradebook, tmp_path):
     team04 = json.loads((tmp_path / "team04" / "results.json").read_text())
     assert team04 == {"score": 0, "output": "Your notebook could not be graded: the notebook is not valid JSON",
                       "tests": []}
+
+
+def test_summary_orders_tests_hardest_first_and_flags_grader_errors(messages_gradebook, tmp_path):
+    written = write_summary(messages_gradebook, ASSIGNMENT, tmp_path)
+    assert sorted(p.name for p in written) == ["questions.png", "scores.png", "summary.html"]
+    assert all(p.stat().st_size > 1000 for p in written)
+    page = (tmp_path / "summary.html").read_text()
+    assert "4 submissions graded" in page and "1 could not be read" in page and "1 incomplete" in page
+    assert "1 test results are grader errors" in page
+    order = [page.index(t) for t in ("test_generate.py::test_greedy",  # a grader error
+                                     "test_tokenize.py::test_splits_words[fp16]",  # never passed
+                                     "test_tokenize.py::test_1",  # passed 1 of 2
+                                     "test_tokenize.py::test_0")]  # always passed
+    assert order == sorted(order)
