@@ -63,9 +63,11 @@ def cmd_grade(course: Course, args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from autograder.scheduler import discover, grade_batch
+    from autograder.scheduler import Cluster, discover, grade_batch
 
     assignment = course.get(args.assignment)
+    cluster = None if args.executor == "pool" else Cluster(
+        "local" if args.executor == "submitit-local" else "slurm", args.cluster_folder, args.slurm_partition)
     submissions = discover(args.paths, assignment)
     console = Console(stderr=True)
     with Gradebook.open(args.gradebook) as gradebook:
@@ -81,7 +83,7 @@ def cmd_grade(course: Course, args: argparse.Namespace) -> int:
             try:
                 graded, skipped, failures = grade_batch(
                     assignment, submissions, gradebook, jobs=args.jobs, force=args.force,
-                    isolate=not args.no_isolation, on_done=on_done)
+                    isolate=not args.no_isolation, on_done=on_done, cluster=cluster)
             except KeyboardInterrupt:
                 progress.stop()
                 console.print(f"interrupted: {len(done)} submissions were graded and recorded in {args.gradebook}; "
@@ -183,6 +185,12 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--gradebook", type=Path, default=DEFAULT_PATH, help="SQLite gradebook (default: %(default)s)")
     grade.add_argument("--jobs", type=int, help="parallel grading workers (default: CPU count)")
     grade.add_argument("--force", action="store_true", help="regrade submissions that are already current")
+    grade.add_argument("--executor", choices=["pool", "slurm", "submitit-local"], default="pool",
+                       help="pool: workers on this machine (default); slurm: one cluster job per submission "
+                            "through submitit; submitit-local: submitit's local executor (tests the cluster path)")
+    grade.add_argument("--cluster-folder", type=Path, default=Path("out/submitit"),
+                       help="where submitit keeps job logs and results (default: %(default)s)")
+    grade.add_argument("--slurm-partition", help="Slurm partition for --executor slurm")
     grade.add_argument("--no-isolation", action="store_true",
                        help="skip the namespace sandbox (process separation only); for kernels that forbid namespaces")
     grade.set_defaults(run=cmd_grade)

@@ -1,5 +1,7 @@
 """Stage 7: grade a batch of submissions in parallel and record each one as soon as it is done.
 
+Locally (the default) a pool of workers on this machine; on a cluster, Slurm jobs through submitit.
+
 The CLI process never imports torch. Grading workers fork from a warm forkserver that has imported
 torch, transformers and pytest once; each worker runs the hidden suite per submission and starts
 its sandboxes from a forkserver of its own (a sandbox must never be forked from a process that has
@@ -10,8 +12,10 @@ so an interrupted batch loses nothing and a rerun skips what is already graded.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import multiprocessing
 import os
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,9 +110,50 @@ def default_jobs() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-def run_jobs(todo: list[Job], jobs: int | None = None):
+@dataclass(frozen=True)
+class Cluster:
+    """Where one machine is not enough: grading jobs go to Slurm through submitit.
+
+    `kind` is "slurm", or "local" for submitit's local executor (the same code path, for CI).
+    Each job grades one submission; its sandboxes still fork from a warm forkserver on the node.
+    """
+
+    kind: str
+    folder: Path
+    partition: str | None = None
+
+
+def _run_on_cluster(todo: list[Job], cluster: Cluster):
+    import submitit
+
+    assignment = load_course(Path(todo[0].course_root)).get(todo[0].assignment_id)
+    executor = submitit.AutoExecutor(folder=cluster.folder, cluster=cluster.kind)
+    params = {"timeout_min": math.ceil(assignment.limits.submission_timeout_s / 60) + 10, "cpus_per_task": 2}
+    if cluster.kind == "slurm":
+        params.update(slurm_partition=cluster.partition, gpus_per_node=1 if assignment.gpu else 0)
+    executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
+    pending = dict(zip(executor.map_array(grade_one, todo), todo))
+    try:
+        while pending:
+            for cluster_job in [j for j in pending if j.done()]:
+                job = pending.pop(cluster_job)
+                try:
+                    yield job, cluster_job.result()
+                except Exception as exc:  # submitit re-raises the job's failure here
+                    yield job, exc
+            time.sleep(0.5)
+    except BaseException:
+        for cluster_job in pending:
+            cluster_job.cancel(check=False)
+        raise
+
+
+def run_jobs(todo: list[Job], jobs: int | None = None, cluster: Cluster | None = None):
     """Yield (job, SubmissionResult or the exception that stopped the grader) as each finishes."""
     if not todo:
+        return
+    if cluster is not None:
+        yield from _run_on_cluster(todo, cluster)
         return
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(WORKER_PRELOAD)
@@ -127,7 +172,8 @@ def run_jobs(todo: list[Job], jobs: int | None = None):
 
 
 def grade_batch(assignment: Assignment, submissions: dict[str, Path], gradebook: Gradebook, *,
-                jobs: int | None = None, force: bool = False, isolate: bool = True, on_done=None):
+                jobs: int | None = None, force: bool = False, isolate: bool = True, on_done=None,
+                cluster: Cluster | None = None):
     """Grade what is not already current in `gradebook`.
 
     Returns (graded ids, skipped ids, {id: grader failure}). `on_done(job, result_or_error)` is
@@ -139,8 +185,9 @@ def grade_batch(assignment: Assignment, submissions: dict[str, Path], gradebook:
     suite = suite_hash(assignment)
     gpu_runner = nvidia_driver_present()
     db = Path(gradebook.path)
+    # Cluster job results are pickles the grader loads: no sandbox may ever reach them.
     masked = secret_paths(assignment, [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"),
-                                       *submissions.values()])
+                                       *submissions.values(), *([cluster.folder] if cluster else [])])
     todo, skipped = [], []
     for sid, path in submissions.items():
         digest = submission_digest(path, assignment)
@@ -150,7 +197,7 @@ def grade_batch(assignment: Assignment, submissions: dict[str, Path], gradebook:
         else:
             todo.append(Job(str(assignment.root), assignment.id, sid, str(path.resolve()), masked, isolate))
     graded, failures = [], {}
-    for job, outcome in run_jobs(todo, jobs):
+    for job, outcome in run_jobs(todo, jobs, cluster):
         if isinstance(outcome, BaseException):
             failures[job.submission_id] = f"{type(outcome).__name__}: {outcome}"
         else:

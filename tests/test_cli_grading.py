@@ -135,3 +135,16 @@ def _recorded(db) -> int:
             return conn.execute("SELECT count(*) FROM submissions").fetchone()[0]
     except sqlite3.Error:
         return 0
+
+
+def test_the_cluster_path_grades_through_submitit(make_course, tmp_path, capsys):
+    """`--executor slurm` and this test share every line but the submitit executor's kind."""
+    root = make_course()
+    submission = write_notebook(tmp_path / "team.ipynb", [nbformat.v4.new_code_cell(CORRECT)])
+    db = tmp_path / "gradebook.db"
+    assert main(["--course-root", str(root), "grade", ASSIGNMENT, str(submission), "--gradebook", str(db),
+                 "--executor", "submitit-local", "--cluster-folder", str(tmp_path / "jobs")]) == 0
+    assert "1/1" in capsys.readouterr().out
+    with Gradebook.open(db) as gradebook:
+        assert [(s.submission_id, s.earned) for s in gradebook.submissions(ASSIGNMENT)] == [("team", 1.0)]
+    assert any((tmp_path / "jobs").iterdir())
