@@ -68,7 +68,7 @@ def cmd_grade(course: Course, args: argparse.Namespace) -> int:
     assignment = course.get(args.assignment)
     cluster = None if args.executor == "pool" else Cluster(
         "local" if args.executor == "submitit-local" else "slurm", args.cluster_folder, args.slurm_partition)
-    submissions = discover(args.paths, assignment)
+    submissions = discover(args.paths)
     console = Console(stderr=True)
     with Gradebook.open(args.gradebook) as gradebook:
         with Progress(TextColumn("grading {task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -15,7 +15,6 @@ Run a suite against one notebook by hand:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import tempfile
 import shutil
@@ -25,12 +24,13 @@ from pathlib import Path
 
 import pytest
 
-from autograder import __version__, testing, wire
+from autograder import testing, wire
 from autograder.devices import cuda_available
 from autograder.config import Assignment, load_course
 from autograder.extraction import Extracted, extract
 from autograder.gradebook import TestResult
 from autograder.sandbox import Sandbox, SandboxDied, SandboxSetup, SandboxTimeout, warm_context
+from autograder.scheduler import secret_paths
 
 MARKERS = {
     "points(n)": "points a passing test earns (required)",
@@ -172,8 +172,8 @@ class GradingSession:
     def _time_left(self) -> float:
         left = self.assignment.limits.submission_timeout_s - self.used_s
         if left <= 0:
-            raise SandboxTimeout(f"after the submission used its whole time budget "
-                                 f"({self.assignment.limits.submission_timeout_s:g} s)")
+            raise SandboxTimeout(f"the submission used its whole time budget "
+                                 f"({self.assignment.limits.submission_timeout_s:g} s); later checks are not run")
         return min(left, self.assignment.limits.call_timeout_s)
 
     def request(self, target, op: str, label: str, attr: str | None = None, args=(), kwargs=None):
@@ -274,7 +274,7 @@ def _classify(item, excinfo) -> tuple[str, str]:
         return "passed", ""
     exc = excinfo.value
     if isinstance(exc, SandboxTimeout):
-        return "timeout", f"timeout: {exc}" if "budget" in str(exc) else str(exc)
+        return "timeout", str(exc)
     if isinstance(exc, _FAILED):
         message = str(exc).strip()
         if type(exc) is AssertionError:
@@ -340,16 +340,6 @@ class OraclePlugin:
         ))
 
 
-def suite_hash(assignment: Assignment) -> str:
-    """Changes whenever a test file, the assignment's grading settings or the grader change."""
-    digest = hashlib.sha256(f"{__version__}\n{assignment.tolerances}\n{assignment.limits}\n"
-                            f"{assignment.extraction}\n".encode())
-    for path in sorted(assignment.tests_dir.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
-            digest.update(str(path.relative_to(assignment.tests_dir)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
 def run_suite(assignment: Assignment, code: Extracted, masked_paths=(), isolate: bool = True) -> GradingSession:
     """Run the assignment's hidden suite against extracted code; returns the filled session."""
     session = GradingSession(assignment, code, tuple(str(p) for p in masked_paths), isolate)
@@ -384,6 +374,6 @@ def pytest_configure(config):
     assignment_id = config.getoption("assignment") or Path(config.args[0]).resolve().name
     assignment = course.get(assignment_id)
     session = GradingSession(assignment, extract(Path(notebook), assignment.extraction),
-                             (str(course.root / "grader_tests"), str(course.root / "source"), str(Path(notebook).resolve())))
+                             secret_paths(assignment, [notebook]))
     config.pluginmanager.register(OraclePlugin(session, cuda_available()), "autograder-oracle-session")
     config.add_cleanup(session.close)

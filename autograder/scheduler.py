@@ -12,6 +12,7 @@ so an interrupted batch loses nothing and a rerun skips what is already graded.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
 import multiprocessing
 import os
@@ -37,11 +38,22 @@ class Job:
     assignment_id: str
     submission_id: str
     path: str
+    suite_hash: str
     masked_paths: tuple[str, ...]
     isolate: bool = True
 
 
-def discover(paths: list[Path], assignment: Assignment) -> dict[str, Path]:
+def suite_hash(assignment: Assignment) -> str:
+    """Changes whenever a test file, the assignment's grading settings or the grader change."""
+    digest = hashlib.sha256(f"{__version__}\n{assignment.tolerances}\n{assignment.limits}\n"
+                            f"{assignment.extraction}\n".encode())
+    for path in sorted(assignment.tests_dir.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(assignment.tests_dir)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def discover(paths: list[Path]) -> dict[str, Path]:
     """Submission id -> path. A folder with one notebook is one submission (an LMS folder per
     team); a folder with several is a batch whose notebooks and subfolders are the submissions."""
     found: dict[str, Path] = {}
@@ -80,15 +92,17 @@ def secret_paths(assignment: Assignment, extra=()) -> tuple[str, ...]:
 def grade_one(job: Job) -> SubmissionResult:
     """Runs in a worker: read, extract and grade one submission; never raises for the student's sake."""
     from autograder.devices import device_name
-    from autograder.oracle import run_suite, suite_hash
+    from autograder.oracle import run_suite
 
     assignment = load_course(Path(job.course_root)).get(job.assignment_id)
     common = dict(assignment=assignment.id, submission_id=job.submission_id, path=job.path,
-                  suite_hash=suite_hash(assignment), grader_version=__version__, device=device_name(),
+                  suite_hash=job.suite_hash, grader_version=__version__, device=device_name(),
                   graded_at=dt.datetime.now(dt.timezone.utc))
-    digest = submission_digest(Path(job.path), assignment)
+    digest = ""  # a notebook that exists but cannot be parsed still gets a hash, so a rerun skips it
     try:
-        code = extract(find_notebook(Path(job.path), f"{assignment.id}.ipynb"), assignment.extraction)
+        notebook = find_notebook(Path(job.path), f"{assignment.id}.ipynb")
+        digest = submission_hash(notebook)
+        code = extract(notebook, assignment.extraction)
     except (SubmissionFormatError, OSError) as exc:
         return SubmissionResult(**common, submission_hash=digest, status="error", message=str(exc), results=[])
     session = run_suite(assignment, code, job.masked_paths, job.isolate)
@@ -180,8 +194,6 @@ def grade_batch(assignment: Assignment, submissions: dict[str, Path], gradebook:
     called in this process as each submission finishes (progress bars). A submission whose grading
     failed for the grader's own reasons is not recorded, so the next run retries it.
     """
-    from autograder.oracle import suite_hash
-
     suite = suite_hash(assignment)
     gpu_runner = nvidia_driver_present()
     db = Path(gradebook.path)
@@ -195,7 +207,7 @@ def grade_batch(assignment: Assignment, submissions: dict[str, Path], gradebook:
                                                          gpu_runner=gpu_runner):
             skipped.append(sid)
         else:
-            todo.append(Job(str(assignment.root), assignment.id, sid, str(path.resolve()), masked, isolate))
+            todo.append(Job(str(assignment.root), assignment.id, sid, str(path.resolve()), suite, masked, isolate))
     graded, failures = [], {}
     for job, outcome in run_jobs(todo, jobs, cluster):
         if isinstance(outcome, BaseException):

@@ -9,7 +9,8 @@ import pytest
 
 from autograder.config import load_course
 from autograder.extraction import extract
-from autograder.oracle import run_suite, suite_hash
+from autograder.oracle import run_suite
+from autograder.scheduler import suite_hash
 from conftest import ASSIGNMENT, write_course, write_notebook
 
 SUITE = textwrap.dedent('''

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module", params=ASSIGNMENTS)
 def graded(request, tmp_path_factory):
     assignment = load_course(ROOT).get(request.param)
-    samples = discover([ROOT / "samples" / assignment.id], assignment)
+    samples = discover([ROOT / "samples" / assignment.id])
     db = tmp_path_factory.mktemp("gradebook") / "gradebook.db"
     with Gradebook.open(db) as gradebook:
         graded_ids, skipped, failures = grade_batch(assignment, samples, gradebook)
