@@ -30,7 +30,6 @@ from autograder.config import Assignment, load_course
 from autograder.extraction import Extracted, extract
 from autograder.gradebook import TestResult
 from autograder.sandbox import Sandbox, SandboxDied, SandboxSetup, SandboxTimeout, warm_context
-from autograder.scheduler import secret_paths
 
 MARKERS = {
     "points(n)": "points a passing test earns (required)",
@@ -63,10 +62,8 @@ def _describe_error(reply: dict, label: str) -> Exception:
         return StudentFault(f"`{reply.get('name')}` is not defined in your notebook")
     if kind == "forbidden":
         return StudentFault(f"`{label}` called `{reply.get('api')}`, which this task asks you to implement yourself")
-    if kind == "numerics":
-        settings = ", ".join(reply.get("settings", []))
-        return StudentFault(f"`{label}` changed global numerics settings ({settings}); "
-                            "the grader pins them, so graded functions must leave them alone")
+    if kind == "tampered":
+        return StudentFault(f"`{label}` disabled {reply.get('api')}; this check counts as failed")
     if kind == "lost":
         return StudentFault(f"`{label}`: {reply.get('message')}")
     where = reply.get("where") or []
@@ -114,8 +111,9 @@ class GradingSession:
 
     assignment: Assignment
     code: Extracted
-    masked_paths: tuple[str, ...] = ()
     isolate: bool = True
+    trace: Path | None = None
+    user_namespace: bool = False
     forbidden_all: set = field(default_factory=set)
     forbidden_now: tuple = ()
     results: list = field(default_factory=list)
@@ -125,6 +123,7 @@ class GradingSession:
     used_s: float = 0.0
     generation: int = 0
     fed_recorders: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
 
     def __post_init__(self):
         self._ctx = None
@@ -145,8 +144,9 @@ class GradingSession:
             raise self._load_failure
         self._drop_sandbox()
         self._workdir = tempfile.mkdtemp(prefix="autograder-sandbox-")
-        setup = SandboxSetup(self.code, self._workdir, tuple(sorted(self.forbidden_all)), self.masked_paths,
-                             self.assignment.limits.memory_mb, self.isolate)
+        setup = SandboxSetup(self.code, self._workdir, tuple(sorted(self.forbidden_all)),
+                             self.assignment.limits.memory_mb, self.isolate, (str(self.assignment.root),),
+                             self.user_namespace)
         if self._ctx is None:
             # The forkserver starts with the first sandbox, after collection: it can preload the
             # libraries whose APIs are forbidden (the tripwires import them) once for all sandboxes.
@@ -184,6 +184,8 @@ class GradingSession:
             "op": op, "target": target._handle_ref if isinstance(target, Handle) else target, "attr": attr,
             "args": list(args), "kwargs": dict(kwargs or {}), "forbidden": sorted(self.forbidden_now),
         })
+        if self.trace is not None:  # read by the scheduler if this worker dies during the call
+            self.trace.write_text(label)
         begin = time.perf_counter()
         timeout = self._time_left()
         try:
@@ -204,6 +206,10 @@ class GradingSession:
             raise StudentFault(f"`{label}`: the sandbox answered in an unexpected format")
         if not reply["ok"]:
             raise _describe_error(reply, label)
+        for setting in reply.get("numerics_changed", []):
+            note = f"`{label}` changed {setting}; the grader reset it (graded functions should leave it alone)"
+            if note not in self.notes:
+                self.notes.append(note)
         fed = reply.get("fed_tokens", [])
         for recorder in self.fed_recorders:
             recorder.extend(int(n) for n in fed if isinstance(n, int))
@@ -307,6 +313,7 @@ class OraclePlugin:
     @pytest.fixture
     def submission(self, request):
         self.session.forbidden_now = tuple(a for m in request.node.iter_markers("forbidden") for a in m.args)
+        self.session.notes = []
         return SubmissionProxy(self.session)
 
     def pytest_runtest_setup(self, item):
@@ -333,6 +340,8 @@ class OraclePlugin:
             status, message = "error", f"test skipped: {report.longrepr[-1] if report.longrepr else ''}"
         else:
             status, message = _classify(item, call.excinfo)
+        message = " ".join(filter(None, [message, *self.session.notes]))
+        self.session.notes = []
         self.session.results.append(TestResult(
             test_id=item.nodeid, question=question, status=status,
             points_earned=possible if status == "passed" else 0.0, points_possible=possible,
@@ -340,9 +349,10 @@ class OraclePlugin:
         ))
 
 
-def run_suite(assignment: Assignment, code: Extracted, masked_paths=(), isolate: bool = True) -> GradingSession:
-    """Run the assignment's hidden suite against extracted code; returns the filled session."""
-    session = GradingSession(assignment, code, tuple(str(p) for p in masked_paths), isolate)
+def run_suite(assignment: Assignment, code: Extracted, isolate: bool = True, trace: Path | None = None) -> GradingSession:
+    """Run the assignment's hidden suite against extracted code; returns the filled session.
+    `trace` names a file that always holds the call in progress (for a post-mortem of this process)."""
+    session = GradingSession(assignment, code, isolate, trace)
     plugin = OraclePlugin(session, cuda_available())
     # No ini file: the course's own pytest settings (the framework's tests) must not leak in.
     args = [str(assignment.tests_dir), "-c", os.devnull, "--rootdir", str(assignment.tests_dir),
@@ -373,7 +383,6 @@ def pytest_configure(config):
     course = load_course()
     assignment_id = config.getoption("assignment") or Path(config.args[0]).resolve().name
     assignment = course.get(assignment_id)
-    session = GradingSession(assignment, extract(Path(notebook), assignment.extraction),
-                             secret_paths(assignment, [notebook]))
+    session = GradingSession(assignment, extract(Path(notebook), assignment.extraction))
     config.pluginmanager.register(OraclePlugin(session, cuda_available()), "autograder-oracle-session")
     config.add_cleanup(session.close)

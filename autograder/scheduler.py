@@ -11,13 +11,16 @@ so an interrupted batch loses nothing and a rerun skips what is already graded.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import math
 import multiprocessing
 import os
+import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +42,8 @@ class Job:
     submission_id: str
     path: str
     suite_hash: str
-    masked_paths: tuple[str, ...]
     isolate: bool = True
+    trace: str | None = None  # a file the worker keeps naming the call in progress
 
 
 def suite_hash(assignment: Assignment) -> str:
@@ -82,18 +85,13 @@ def discover(paths: list[Path]) -> dict[str, Path]:
     return found
 
 
-def secret_paths(assignment: Assignment, extra=()) -> tuple[str, ...]:
-    """What a sandbox must never see: hidden suites, solutions, samples, gradebooks, submissions."""
-    root = assignment.root
-    paths = [root / "grader_tests", root / "source", root / "samples", *map(Path, extra)]
-    return tuple(str(p.resolve()) for p in paths)
-
-
 def grade_one(job: Job) -> SubmissionResult:
     """Runs in a worker: read, extract and grade one submission; never raises for the student's sake."""
     from autograder.devices import device_name
     from autograder.oracle import run_suite
 
+    if job.trace:
+        Path(job.trace).write_text("")  # this job has started: a suspect if the worker dies now
     assignment = load_course(Path(job.course_root)).get(job.assignment_id)
     common = dict(assignment=assignment.id, submission_id=job.submission_id, path=job.path,
                   suite_hash=job.suite_hash, grader_version=__version__, device=device_name(),
@@ -105,7 +103,7 @@ def grade_one(job: Job) -> SubmissionResult:
         code = extract(notebook, assignment.extraction)
     except (SubmissionFormatError, OSError) as exc:
         return SubmissionResult(**common, submission_hash=digest, status="error", message=str(exc), results=[])
-    session = run_suite(assignment, code, job.masked_paths, job.isolate)
+    session = run_suite(assignment, code, job.isolate, Path(job.trace) if job.trace else None)
     notes = list(code.warnings) + list(session.load_warnings)
     if "isolation" in session.isolation:
         notes.append(f"sandbox isolation {session.isolation['isolation']}")
@@ -162,16 +160,20 @@ def _run_on_cluster(todo: list[Job], cluster: Cluster):
         raise
 
 
-def run_jobs(todo: list[Job], jobs: int | None = None, cluster: Cluster | None = None):
-    """Yield (job, SubmissionResult or the exception that stopped the grader) as each finishes."""
-    if not todo:
-        return
-    if cluster is not None:
-        yield from _run_on_cluster(todo, cluster)
-        return
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(WORKER_PRELOAD)
-    with ProcessPoolExecutor(max_workers=min(jobs or default_jobs(), len(todo)), mp_context=ctx) as pool:
+def _died_result(job: Job, during: str) -> SubmissionResult:
+    """What is recorded for a submission that took a grading worker down twice."""
+    return SubmissionResult(
+        assignment=job.assignment_id, submission_id=job.submission_id, path=job.path,
+        submission_hash=submission_digest(Path(job.path), load_course(Path(job.course_root)).get(job.assignment_id)),
+        suite_hash=job.suite_hash, grader_version=__version__, device="", graded_at=dt.datetime.now(dt.timezone.utc),
+        status="error", results=[],
+        message=f"the grader process died {during} (twice; not retried again). "
+                "Please tell the course staff; rerun with --force after a fix")
+
+
+def _run_pool(todo: list[Job], workers: int, ctx):
+    """Yield (job, outcome) per job; a job whose worker died yields (job, None) if it had started."""
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
         pending = {pool.submit(grade_one, job): job for job in todo}
         try:
             while pending:
@@ -179,10 +181,58 @@ def run_jobs(todo: list[Job], jobs: int | None = None, cluster: Cluster | None =
                 for future in done:
                     job = pending.pop(future)
                     error = future.exception()
-                    yield job, (error if error is not None else future.result())
+                    if isinstance(error, BrokenProcessPool):
+                        yield job, None
+                    else:
+                        yield job, (error if error is not None else future.result())
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+
+
+def run_jobs(todo: list[Job], jobs: int | None = None, cluster: Cluster | None = None):
+    """Yield (job, SubmissionResult or the exception that stopped the grader) as each finishes.
+
+    A worker that dies (a signal, the OOM killer, a crash in a library) takes the pool with it. The
+    jobs it was running are suspects: each is retried once alone, and if it kills its worker again it
+    is recorded as such, naming the call in progress, so a batch always converges. Jobs that had not
+    started yet go on in a fresh pool.
+    """
+    if not todo:
+        return
+    if cluster is not None:
+        yield from _run_on_cluster(todo, cluster)
+        return
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(WORKER_PRELOAD)
+    with tempfile.TemporaryDirectory(prefix="autograder-trace-") as traces:
+        queue = [dataclasses.replace(job, trace=str(Path(traces) / f"{n}.call")) for n, job in enumerate(todo)]
+        suspects: list[Job] = []
+        while queue:
+            broken = []
+            for job, outcome in _run_pool(queue, jobs or default_jobs(), ctx):
+                if outcome is None:
+                    broken.append(job)
+                else:
+                    yield _original(job), outcome
+            started = [job for job in broken if Path(job.trace).exists()]
+            if broken and not started:  # the pool died before any job began: no worker can start
+                for job in broken:
+                    yield _original(job), RuntimeError("no grading worker could start")
+                break
+            suspects += started
+            queue = [job for job in broken if not Path(job.trace).exists()]
+        for job in suspects:
+            Path(job.trace).unlink(missing_ok=True)
+            for _, outcome in _run_pool([job], 1, ctx):
+                if outcome is None:
+                    call = Path(job.trace).read_text() if Path(job.trace).exists() else ""
+                    outcome = _died_result(job, f"while running `{call}`" if call else "while loading this notebook")
+                yield _original(job), outcome
+
+
+def _original(job: Job) -> Job:
+    return dataclasses.replace(job, trace=None)
 
 
 def grade_batch(assignment: Assignment, submissions: dict[str, Path], gradebook: Gradebook, *,
@@ -196,10 +246,6 @@ def grade_batch(assignment: Assignment, submissions: dict[str, Path], gradebook:
     """
     suite = suite_hash(assignment)
     gpu_runner = nvidia_driver_present()
-    db = Path(gradebook.path)
-    # Cluster job results are pickles the grader loads: no sandbox may ever reach them.
-    masked = secret_paths(assignment, [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"),
-                                       *submissions.values(), *([cluster.folder] if cluster else [])])
     todo, skipped = [], []
     for sid, path in submissions.items():
         digest = submission_digest(path, assignment)
@@ -207,7 +253,7 @@ def grade_batch(assignment: Assignment, submissions: dict[str, Path], gradebook:
                                                          gpu_runner=gpu_runner):
             skipped.append(sid)
         else:
-            todo.append(Job(str(assignment.root), assignment.id, sid, str(path.resolve()), suite, masked, isolate))
+            todo.append(Job(str(assignment.root), assignment.id, sid, str(path.resolve()), suite, isolate))
     graded, failures = [], {}
     for job, outcome in run_jobs(todo, jobs, cluster):
         if isinstance(outcome, BaseException):

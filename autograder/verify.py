@@ -11,7 +11,7 @@ from pathlib import Path
 
 from autograder.config import Assignment
 from autograder.gradebook import SubmissionResult
-from autograder.scheduler import Job, run_jobs, secret_paths, suite_hash
+from autograder.scheduler import Job, run_jobs, suite_hash
 
 
 def _notebook(folder: Path, assignment: Assignment) -> Path:
@@ -51,9 +51,9 @@ def verify(assignment: Assignment, release_dir: Path | None = None, jobs: int | 
     release_dir = release_dir or assignment.release_dir
     solution = _notebook(assignment.source_dir, assignment)
     unsolved = _notebook(release_dir, assignment)
-    root, suite, masked = str(assignment.root), suite_hash(assignment), secret_paths(assignment, [release_dir])
-    todo = [Job(root, assignment.id, "solution", str(solution), suite, masked),
-            Job(root, assignment.id, "release", str(unsolved), suite, masked)]
+    root, suite = str(assignment.root), suite_hash(assignment)
+    todo = [Job(root, assignment.id, "solution", str(solution), suite),
+            Job(root, assignment.id, "release", str(unsolved), suite)]
     problems = []
     for job, outcome in run_jobs(todo, jobs):
         if isinstance(outcome, BaseException):

@@ -2,7 +2,8 @@
 
 Compares, in one run on one machine:
 - a cold process that imports torch and transformers (what every sandbox would cost without the
-  warm forkserver) against a sandbox forked from the warm forkserver;
+  warm forkserver) against a sandbox forked from the warm forkserver, with its walls (namespaces,
+  whitelist root, unprivileged uid) and without them (process separation only);
 - grading the `correct` sample of each assignment with a warm worker (the batch steady state).
 """
 
@@ -27,10 +28,10 @@ def cold_import_s() -> float:
     return statistics.median(runs)
 
 
-def warm_sandbox_start_s(assignment, code) -> tuple[float, float]:
+def warm_sandbox_start_s(assignment, code, isolate: bool = True) -> tuple[float, float]:
     from autograder.oracle import GradingSession
 
-    session = GradingSession(assignment, code)
+    session = GradingSession(assignment, code, isolate)
     try:
         begin = time.perf_counter()
         session._ensure_sandbox()
@@ -69,8 +70,11 @@ def main() -> None:
     first_start, warm_start = warm_sandbox_start_s(first_assignment, code)
     rows.append(("cold `import torch, transformers` (new process)", f"{cold:.2f} s", "1.0x"))
     rows.append(("sandbox start, forkserver cold (once per worker)", f"{first_start:.2f} s", f"{first_start / cold:.2f}x"))
-    rows.append((f"sandbox start from the warm forkserver (median of {REPEATS})", f"{warm_start * 1000:.0f} ms",
-                 f"{warm_start / cold:.3f}x"))
+    rows.append((f"sandbox start from the warm forkserver, walls built (median of {REPEATS})",
+                 f"{warm_start * 1000:.0f} ms", f"{warm_start / cold:.3f}x"))
+    _, bare_start = warm_sandbox_start_s(first_assignment, code, isolate=False)
+    rows.append((f"sandbox start from the warm forkserver, no walls (median of {REPEATS})",
+                 f"{bare_start * 1000:.0f} ms", f"{bare_start / cold:.3f}x"))
     for assignment in course.assignments.values():
         sample = extract(ROOT / "samples" / assignment.id / "correct.ipynb")
         first, warm, earned = grading_s(assignment, sample)

@@ -143,6 +143,25 @@ def write_course(root: Path, source_code: str, grader_tests: dict[str, str], *, 
     return root
 
 
+def student_session(root: Path, notebook: Path, **limits):
+    """A grading session of the minimal course at `root` for `notebook`; `limits` override the course's."""
+    import dataclasses
+
+    from autograder.extraction import extract
+    from autograder.oracle import GradingSession
+
+    assignment = load_course(root).get(ASSIGNMENT)
+    if limits:
+        assignment = dataclasses.replace(assignment, limits=dataclasses.replace(assignment.limits, **limits))
+    return GradingSession(assignment, extract(notebook))
+
+
+def call(session, name, *args, forbidden=()):
+    """Call the notebook's `name` in the session's sandbox, as a test marked `forbidden(*forbidden)` would."""
+    session.forbidden_now = tuple(forbidden)
+    return session.request(name, "call", name, args=args)
+
+
 @pytest.fixture
 def cells() -> type[Cells]:
     return Cells

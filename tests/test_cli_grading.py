@@ -148,3 +148,75 @@ def test_the_cluster_path_grades_through_submitit(make_course, tmp_path, capsys)
     with Gradebook.open(db) as gradebook:
         assert [(s.submission_id, s.earned) for s in gradebook.submissions(ASSIGNMENT)] == [("team", 1.0)]
     assert any((tmp_path / "jobs").iterdir())
+
+
+ATTACK_SUITE = '''import os
+import signal
+
+import pytest
+
+pytestmark = pytest.mark.question("functions")
+
+
+@pytest.mark.points(1)
+def test_safe(submission):
+    assert submission.safe() == 1
+
+
+@pytest.mark.points(1)
+def test_attack(submission):
+    assert submission.attack() == 2
+'''
+
+SIGNALS = {"killpg": "os.killpg(0, signal.SIGKILL)", "kill0": "os.kill(0, signal.SIGKILL)",
+           "kill_all": "os.kill(-1, signal.SIGKILL)", "kill_parent": "os.kill(os.getppid(), signal.SIGKILL)"}
+
+
+def test_a_batch_with_submissions_that_signal_everything_completes(make_course, tmp_path, capsys):
+    root = make_course(grader_tests={"test_functions.py": ATTACK_SUITE})
+    batch = tmp_path / "batch"
+    write_notebook(batch / "team_good.ipynb", [nbformat.v4.new_code_cell(
+        "def safe():\n    return 1\n\ndef attack():\n    return 2\n")])
+    for name, attack in SIGNALS.items():
+        write_notebook(batch / f"team_{name}.ipynb", [nbformat.v4.new_code_cell(
+            f"import os, signal\n\ndef safe():\n    return 1\n\ndef attack():\n    {attack}\n")])
+    db = tmp_path / "gradebook.db"
+    assert main(["--course-root", str(root), "grade", ASSIGNMENT, str(batch), "--gradebook", str(db),
+                 "--jobs", "2"]) == 0
+    with Gradebook.open(db) as gradebook:
+        scores = {s.submission_id: {r.test_id.split("::")[-1]: r.status for r in s.results}
+                  for s in gradebook.submissions(ASSIGNMENT)}
+    assert scores.pop("team_good") == {"test_safe": "passed", "test_attack": "passed"}
+    assert scores == {f"team_{name}": {"test_safe": "passed", "test_attack": "failed"} for name in SIGNALS}
+
+
+CRASH_SUITE = '''import os
+import signal
+
+import pytest
+
+pytestmark = pytest.mark.question("crash")
+
+
+@pytest.mark.points(1)
+def test_output_that_crashes_a_library(submission):
+    if submission.output() == "crash":
+        os.kill(os.getpid(), signal.SIGKILL)  # as a segfault in a library the grader calls would
+    assert True
+'''
+
+
+def test_a_submission_that_takes_its_worker_down_is_recorded_after_one_retry(make_course, tmp_path, capsys):
+    root = make_course(grader_tests={"test_crash.py": CRASH_SUITE})
+    batch = tmp_path / "batch"
+    for team, output in (("team_a", "ok"), ("team_crash", "crash"), ("team_b", "ok")):
+        write_notebook(batch / f"{team}.ipynb", [nbformat.v4.new_code_cell(f"def output():\n    return {output!r}\n")])
+    db = tmp_path / "gradebook.db"
+    command = ["--course-root", str(root), "grade", ASSIGNMENT, str(batch), "--gradebook", str(db), "--jobs", "2"]
+    assert main(command) == 0
+    assert "team_crash: not graded: the grader process died while running `output`" in capsys.readouterr().out
+    with Gradebook.open(db) as gradebook:
+        recorded = {s.submission_id: (s.status, s.earned) for s in gradebook.submissions(ASSIGNMENT)}
+    assert recorded == {"team_a": ("graded", 1.0), "team_b": ("graded", 1.0), "team_crash": ("error", 0.0)}
+    assert main(command) == 0  # converged: the rerun grades nothing again
+    assert "3 unchanged submissions were not regraded" in capsys.readouterr().out

@@ -62,6 +62,7 @@ def double(x):
         raise ValueError("negative input")
     return x * 2
 def spin():
+    torch.backends.cuda.matmul.allow_tf32 = True  # harmless here, but a global the grader pins
     return None
 '''
 WRONG = '''
@@ -150,6 +151,13 @@ def test_expected_exception_not_raised(wrong_results):
 def test_timeout_scores_zero_and_is_reported_as_timeout(wrong_results):
     r = wrong_results["test_slow"]
     assert r.status == "timeout" and r.points_earned == 0 and "did not finish within 2 s" in r.message
+
+
+def test_a_correct_function_that_changes_numerics_passes_with_a_note(correct_results):
+    result = correct_results["test_slow"]
+    assert result.status == "passed" and result.points_earned == 1
+    assert result.message.startswith("`spin` changed torch.backends.cuda.matmul.allow_tf32; the grader reset it")
+    assert correct_results["test_doubles"].message == ""
 
 
 def test_suite_hash_changes_with_the_tests(assignment):

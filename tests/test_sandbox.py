@@ -6,8 +6,6 @@ costs a fork; tests that end the process check that the next call gets a fresh o
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import textwrap
 
 import pytest
@@ -17,12 +15,12 @@ from autograder.config import load_course
 from autograder.extraction import extract
 from autograder.oracle import Handle, GradingSession, SubmissionError, StudentFault
 from autograder.sandbox import SandboxDied, SandboxTimeout
-from conftest import ASSIGNMENT, write_course, write_notebook
+from conftest import ASSIGNMENT, call, student_session, write_course, write_notebook
 
 import nbformat
 
 STUDENT_CODE = textwrap.dedent('''
-    import os, socket, sys, time
+    import os, sys, time
     import torch
     import torch.nn.functional as F
     !pip install something-from-the-internet
@@ -38,29 +36,6 @@ STUDENT_CODE = textwrap.dedent('''
     def fails():
         raise ValueError("k must be positive")
 
-    def read(path):
-        with open(path) as f:
-            return f.read()
-
-    def listdir(path):
-        return sorted(os.listdir(path))
-
-    def write(path):
-        with open(path, "w") as f:
-            f.write("tampered")
-        return "written"
-
-    def connect(port):
-        socket.create_connection(("127.0.0.1", port), timeout=2)
-        return "connected"
-
-    def visible_pids():
-        return sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
-
-    def kill(pid):
-        os.kill(pid, 9)
-        return "killed"
-
     def attention(q):
         return F.scaled_dot_product_attention(q, q, q)
 
@@ -73,6 +48,9 @@ STUDENT_CODE = textwrap.dedent('''
     def enable_tf32():
         torch.backends.cuda.matmul.allow_tf32 = True
         return 0
+
+    def tf32_is_on():
+        return torch.backends.cuda.matmul.allow_tf32
 
     class AlwaysEqual:
         def __eq__(self, other):
@@ -122,12 +100,7 @@ def course(tmp_path_factory):
 
 
 def new_session(course, **limits) -> GradingSession:
-    root, submission = course
-    assignment = load_course(root).get(ASSIGNMENT)
-    if limits:
-        assignment = dataclasses.replace(assignment, limits=dataclasses.replace(assignment.limits, **limits))
-    masked = (str(root / "grader_tests"), str(root / "source"), str(submission))
-    return GradingSession(assignment, extract(submission), masked)
+    return student_session(*course, **limits)
 
 
 @pytest.fixture(scope="module")
@@ -135,17 +108,6 @@ def session(course):
     s = new_session(course)
     yield s
     s.close()
-
-
-def call(session, name, *args, forbidden=()):
-    session.forbidden_now = forbidden
-    return session.request(name, "call", name, args=args)
-
-
-def needs_isolation(session):
-    call(session, "add", 1, 1)
-    if "isolation" in session.isolation:
-        pytest.skip(f"namespaces unavailable here: {session.isolation['isolation']}")
 
 
 def test_plain_results_come_back_exact(session):
@@ -173,37 +135,6 @@ def test_student_exception_names_type_message_and_cell(session):
     assert "ValueError" in info.value.mro and "Exception" in info.value.mro
 
 
-def test_grader_tests_are_hidden_from_the_sandbox(session, course):
-    needs_isolation(session)
-    root, _ = course
-    with pytest.raises(SubmissionError, match="PermissionError|FileNotFoundError"):
-        call(session, "read", str(root / "grader_tests" / ASSIGNMENT / "test_secret.py"))
-    with pytest.raises(SubmissionError, match="PermissionError"):
-        call(session, "listdir", str(root / "grader_tests"))
-
-
-def test_file_system_is_read_only_except_the_private_workdir(session, course):
-    needs_isolation(session)
-    root, _ = course
-    with pytest.raises(SubmissionError, match="Read-only file system"):
-        call(session, "write", str(root / "planted_conftest.py"))
-    assert not (root / "planted_conftest.py").exists()
-    assert call(session, "write", "scratch.txt") == "written"
-
-
-def test_no_network(session):
-    needs_isolation(session)
-    with pytest.raises(SubmissionError, match="Network is unreachable|Connection refused|OSError"):
-        call(session, "connect", 22)
-
-
-def test_sandbox_cannot_see_or_signal_the_grader(session):
-    needs_isolation(session)
-    assert os.getpid() not in call(session, "visible_pids")
-    with pytest.raises(SubmissionError, match="ProcessLookupError|PermissionError"):
-        call(session, "kill", os.getpid())
-
-
 def test_forbidden_api_fails_only_where_forbidden(session):
     q = torch.randn(1, 1, 3, 4)
     sdpa = "torch.nn.functional.scaled_dot_product_attention"
@@ -214,10 +145,16 @@ def test_forbidden_api_fails_only_where_forbidden(session):
         call(session, "swallow_forbidden", q, forbidden=(sdpa,))
 
 
-def test_changing_global_numerics_fails_the_call(session):
-    with pytest.raises(StudentFault, match="allow_tf32"):
-        call(session, "enable_tf32")
-    assert call(session, "add", 1, 1) == 2  # pinned again before the next call
+def test_changing_global_numerics_is_judged_as_usual_with_a_note(session):
+    session.notes = []
+    assert call(session, "enable_tf32") == 0
+    # TF32 on also lowers the float32 matmul precision: both are named.
+    assert session.notes[0] == ("`enable_tf32` changed torch.backends.cuda.matmul.allow_tf32; the grader reset it "
+                                "(graded functions should leave it alone)")
+    assert all(note.endswith("the grader reset it (graded functions should leave it alone)") for note in session.notes)
+    session.notes = []
+    assert call(session, "tf32_is_on") is False  # reset before the next call
+    assert session.notes == []
 
 
 def test_objects_come_back_as_handles_that_never_compare_equal(session):
