@@ -1,0 +1,132 @@
+"""Forbidden APIs are caught however submission code reaches them; library internals stay free."""
+
+from __future__ import annotations
+
+import textwrap
+
+import nbformat
+import pytest
+import torch
+
+from autograder import zoo
+from autograder.oracle import StudentFault
+from autograder.tripwires import operator_patterns
+from conftest import call, student_session, write_course, write_notebook
+
+SDPA = "torch.nn.functional.scaled_dot_product_attention"
+QUANTIZE = "torch.quantize_per_tensor"
+GENERATE = "transformers.generation.utils.GenerationMixin.generate"
+
+SHORTCUTS = textwrap.dedent('''
+    import importlib
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.functional import scaled_dot_product_attention as attend
+    from torch.utils._python_dispatch import _pop_mode
+
+    def by_name(q):
+        return F.scaled_dot_product_attention(q, q, q)
+
+    def by_alias(q):
+        return attend(q, q, q)
+
+    def by_getattr(q):
+        return getattr(importlib.import_module("torch.nn.functional"), "scaled_" + "dot_product_attention")(q, q, q)
+
+    def by_c_binding(q):
+        return torch._C._nn.scaled_dot_product_attention(q, q, q)
+
+    def by_math_kernel(q):
+        return torch.ops.aten._scaled_dot_product_attention_math(q, q, q)[0]
+
+    def by_cpu_flash_kernel(q):
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default(q, q, q)[0]
+
+    def by_library_module(q):
+        attention = torch.nn.MultiheadAttention(q.shape[-1], 1, batch_first=True)
+        return attention(q[0], q[0], q[0], need_weights=False)[0]
+
+    def by_hand(q):
+        scores = q @ q.transpose(-2, -1) / q.shape[-1] ** 0.5
+        return scores.softmax(-1) @ q
+
+    def through_the_zoo_model(model, ids):
+        model.set_attn_implementation("sdpa")
+        return model(ids).logits
+
+    def quantize_ops(x):
+        return torch.ops.aten.quantize_per_tensor(x, 0.1, 0, torch.qint8).int_repr()
+
+    def quantize_by_name(x):
+        return torch.quantize_per_tensor(x, 0.1, 0, torch.qint8).int_repr()
+
+    def generate(model, ids):
+        return model.generate(ids, max_new_tokens=2, do_sample=False)
+
+    def pop_the_checks(q):
+        for _ in range(4):
+            try:
+                _pop_mode()
+            except Exception:
+                pass
+        with torch._C.DisableTorchFunction():
+            return F.scaled_dot_product_attention(q, q, q)
+''')
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    root = write_course(tmp_path_factory.mktemp("course"), "x = 1", {"test_a.py": "A = 1\n"}, points=1,
+                        call_timeout_s=30)
+    notebook = write_notebook(root / "team.ipynb", [nbformat.v4.new_code_cell(SHORTCUTS)])
+    s = student_session(root, notebook)
+    s.forbidden_all.update({SDPA, QUANTIZE, GENERATE})  # armed before the notebook loads, as after collection
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize("function", ["by_name", "by_alias", "by_getattr", "by_c_binding", "by_math_kernel",
+                                      "by_cpu_flash_kernel", "by_library_module"])
+def test_every_way_to_reach_attention_is_caught(session, function):
+    q = torch.randn(1, 2, 5, 8)
+    with pytest.raises(StudentFault, match=f"^`{function}` called `{SDPA}`, which this task asks you to implement yourself$"):
+        call(session, function, q, forbidden=(SDPA,))
+    assert call(session, function, q).shape[-1] == 8  # allowed where the test does not forbid it
+
+
+def test_own_code_and_a_grader_models_internals_stay_free(session):
+    q = torch.randn(1, 2, 5, 8)
+    torch.testing.assert_close(call(session, "by_hand", q, forbidden=(SDPA,)),
+                               torch.nn.functional.scaled_dot_product_attention(q, q, q))
+    model, ids = zoo.tiny_model("llama"), torch.tensor([[1, 2, 3, 4]])
+    torch.testing.assert_close(call(session, "through_the_zoo_model", model, ids, forbidden=(SDPA,)),
+                               model(ids).logits, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("function", ["quantize_ops", "quantize_by_name"])
+def test_quantization_ops_are_caught_by_name_and_through_torch_ops(session, function):
+    x = torch.randn(4, 4)
+    with pytest.raises(StudentFault, match=f"called `{QUANTIZE}`"):
+        call(session, function, x, forbidden=(QUANTIZE,))
+
+
+def test_pure_python_library_functions_are_guarded(session):
+    model, ids = zoo.tiny_model("llama"), torch.tensor([[1, 2, 3]])
+    with pytest.raises(StudentFault, match=f"called `{GENERATE}`"):
+        call(session, "generate", model, ids, forbidden=(GENERATE,))
+
+
+def test_removing_the_checks_during_a_call_fails_it(session):
+    q = torch.randn(1, 1, 3, 4)
+    with pytest.raises(StudentFault, match="`pop_the_checks` disabled the grader's checks for forbidden calls"):
+        call(session, "pop_the_checks", q, forbidden=(SDPA,))
+    assert call(session, "by_hand", q, forbidden=(SDPA,)).shape == q.shape  # the next call is watched again
+    with pytest.raises(StudentFault, match="called"):
+        call(session, "by_name", q, forbidden=(SDPA,))
+
+
+def test_operator_patterns_name_the_kernel_family():
+    assert operator_patterns("torch.quantize_per_tensor") == ("aten::quantize_per_tensor",)
+    assert "aten::_scaled_dot_product_*" in operator_patterns(SDPA)
+    assert operator_patterns("bitsandbytes::*") == ("bitsandbytes::*",)
+    assert operator_patterns("bitsandbytes.functional.quantize_4bit") == ("bitsandbytes::quantize_4bit",)
