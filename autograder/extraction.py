@@ -8,7 +8,6 @@ Each kept statement runs on its own in the sandbox, so one broken import does no
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -16,14 +15,13 @@ from pathlib import Path
 
 import nbformat
 
+from autograder.handins import SubmissionFormatError, read_notebook
+from autograder.handins import find_notebook, submission_hash  # noqa: F401 - the scheduler imports them from here
+
 _IPYTHON_LINE = re.compile(r"^(\s*)[!%]")
 # The notebook's own public checks import a module that only exists next to the student's notebook.
 PUBLIC_CHECKS_MODULE = "public_checks"
 _KEPT_DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-
-
-class SubmissionFormatError(Exception):
-    """The submission cannot be read as a notebook; the message is meant for the student and TA."""
 
 
 @dataclass(frozen=True)
@@ -58,34 +56,9 @@ class Extracted:
         return names
 
 
-def find_notebook(path: Path, preferred_name: str | None = None) -> Path:
-    """A submission is a notebook, or a folder (e.g. an LMS download) holding exactly one."""
-    path = Path(path)
-    if path.is_file():
-        if path.suffix != ".ipynb":
-            raise SubmissionFormatError(f"{path.name} is not a Jupyter notebook (.ipynb)")
-        return path
-    if not path.is_dir():
-        raise SubmissionFormatError(f"{path} does not exist")
-    notebooks = sorted(p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
-    if preferred_name:
-        preferred = [p for p in notebooks if p.name == preferred_name]
-        notebooks = preferred or notebooks
-    if len(notebooks) != 1:
-        found = ", ".join(p.name for p in notebooks) or "none"
-        raise SubmissionFormatError(
-            f"expected exactly one notebook in {path.name}/, found {len(notebooks)}: {found}"
-        )
-    return notebooks[0]
-
-
-def submission_hash(notebook: Path) -> str:
-    return hashlib.sha256(Path(notebook).read_bytes()).hexdigest()
-
-
 def _read(notebook: Path) -> nbformat.NotebookNode:
     try:
-        raw = Path(notebook).read_text(encoding="utf-8")
+        raw = read_notebook(notebook).decode("utf-8")
     except UnicodeDecodeError:
         raise SubmissionFormatError(f"{notebook.name} is not UTF-8 text, so not a notebook") from None
     try:

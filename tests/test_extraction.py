@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import ast
-import re
 
 import nbformat
 import pytest
 from conftest import write_notebook
 
-from autograder.extraction import SubmissionFormatError, extract, find_notebook
+from autograder.extraction import SubmissionFormatError, extract
 
 NEW = nbformat.v4.new_code_cell
 
@@ -140,55 +139,3 @@ def test_unreadable_notebooks_raise_format_errors_naming_the_file(tmp_path, cont
     with pytest.raises(SubmissionFormatError) as info:
         extract(path)
     assert str(info.value).startswith(message)
-
-
-# --- finding the notebook ------------------------------------------------------------------------
-
-
-def test_a_notebook_file_is_used_as_is(notebook):
-    path = notebook("x = 1")
-    assert find_notebook(path) == path
-
-
-@pytest.mark.parametrize(
-    "files, message",
-    [
-        ([], "expected exactly one notebook in team/, found 0: none"),
-        (["a.ipynb", "sub/b.ipynb"], "expected exactly one notebook in team/, found 2: a.ipynb, b.ipynb"),
-        ([".ipynb_checkpoints/a-checkpoint.ipynb", "notes.txt"], "expected exactly one notebook in team/, found 0"),
-    ],
-    ids=["none", "two", "only-checkpoints"],
-)
-def test_folder_without_exactly_one_notebook(tmp_path, notebook, files, message):
-    (tmp_path / "team").mkdir()
-    for rel in files:
-        (tmp_path / "team" / rel).parent.mkdir(parents=True, exist_ok=True)
-        notebook("x = 1", name=f"team/{rel}")
-    with pytest.raises(SubmissionFormatError) as info:
-        find_notebook(tmp_path / "team")
-    assert str(info.value).startswith(message)
-
-
-@pytest.mark.parametrize(
-    "files, preferred, found",
-    [
-        (["sub/hw.ipynb", ".ipynb_checkpoints/hw-checkpoint.ipynb"], None, "sub/hw.ipynb"),
-        (["01_demo.ipynb", "scratch.ipynb", "old/copy.ipynb"], "01_demo.ipynb", "01_demo.ipynb"),
-        (["mine.ipynb"], "01_demo.ipynb", "mine.ipynb"),
-    ],
-    ids=["one-plus-checkpoint", "preferred-among-several", "preferred-absent"],
-)
-def test_folder_with_one_or_the_preferred_notebook(tmp_path, notebook, files, preferred, found):
-    for rel in files:
-        (tmp_path / "team" / rel).parent.mkdir(parents=True, exist_ok=True)
-        notebook("x = 1", name=f"team/{rel}")
-    assert find_notebook(tmp_path / "team", preferred_name=preferred) == tmp_path / "team" / found
-
-
-@pytest.mark.parametrize("name, message", [("answers.py", "answers.py is not a Jupyter notebook (.ipynb)"),
-                                           ("gone.ipynb", "does not exist")])
-def test_a_wrong_or_missing_path(tmp_path, name, message):
-    if name.endswith(".py"):
-        (tmp_path / name).write_text("x = 1")
-    with pytest.raises(SubmissionFormatError, match=re.escape(message)):
-        find_notebook(tmp_path / name)
