@@ -8,6 +8,7 @@ Each kept statement runs on its own in the sandbox, so one broken import does no
 from __future__ import annotations
 
 import ast
+import codecs
 import json
 import re
 from dataclasses import dataclass, field
@@ -15,13 +16,20 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.handins import SubmissionFormatError, read_notebook
+from autograder.handins import SubmissionFormatError, format_errors, read_notebook, shown
 from autograder.handins import find_notebook, submission_hash  # noqa: F401 - the scheduler imports them from here
 
 _IPYTHON_LINE = re.compile(r"^(\s*)[!%]")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what Python counts as a new line, unlike str.splitlines
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NUL = re.compile("\x00")
 # The notebook's own public checks import a module that only exists next to the student's notebook.
 PUBLIC_CHECKS_MODULE = "public_checks"
 _KEPT_DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+# Every parse of a notebook's cells counts, re-parses too: no notebook takes long to read.
+MAX_CODE_CHARS = 2_000_000
+_RESAVE = "hand in the notebook as Jupyter saves it (open it in Jupyter and save it again)"
+_SHAPE = 'a notebook is the JSON object Jupyter saves, with a list of "cells"'
 
 
 @dataclass(frozen=True)
@@ -56,39 +64,138 @@ class Extracted:
         return names
 
 
-def _read(notebook: Path) -> nbformat.NotebookNode:
+class _Skipped(Exception):
+    """A cell that cannot run at grading time; the message says why and what to change."""
+
+
+def _read_cells(notebook: Path) -> list:
+    """The notebook's list of cells, as plain JSON values; any other shape is a `SubmissionFormatError`
+    that says what a notebook must look like."""
+    name = shown(notebook.name)
+    data = read_notebook(notebook)
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data[:4]:
+        raise SubmissionFormatError(f"{name} is saved as UTF-16 or UTF-32 text, not UTF-8; {_RESAVE}")
     try:
-        raw = read_notebook(notebook).decode("utf-8")
-    except UnicodeDecodeError:
-        raise SubmissionFormatError(f"{notebook.name} is not UTF-8 text, so not a notebook") from None
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SubmissionFormatError(f"{name} is not UTF-8 text (byte {data[exc.start]:#04x} on line {line}), so "
+                                    f"another program re-encoded it; {_RESAVE}") from None
     try:
-        nb = nbformat.reads(raw, as_version=4)
-    except (json.JSONDecodeError, nbformat.reader.NotJSONError):
-        raise SubmissionFormatError(f"{notebook.name} is not valid notebook JSON (was it saved completely?)") from None
-    except Exception as exc:  # nbformat raises assorted errors for structurally broken files
-        raise SubmissionFormatError(f"{notebook.name} could not be read as a notebook: {exc}") from None
-    if not isinstance(nb.get("cells"), list):
-        raise SubmissionFormatError(f"{notebook.name} has no list of cells")
-    return nb
+        nb = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SubmissionFormatError(_json_problem(name, text, exc)) from None
+    except RecursionError:
+        raise SubmissionFormatError(f"{name} is JSON nested too deeply to be a notebook; {_SHAPE}") from None
+    if not isinstance(nb, dict):
+        raise SubmissionFormatError(f"{name} holds a JSON {_json_kind(nb)}, not a notebook; {_SHAPE}")
+    if "nbformat" in nb:
+        version = nb["nbformat"]
+        if type(version) is int and 1 <= version <= 3:
+            nb = _upgraded(nb, name, version)
+        elif not (type(version) is int and version == 4):
+            raise SubmissionFormatError(f'{name} says it is in notebook format {shown(repr(version))[:20]}, the grader '
+                                        f"reads format 4 (what Jupyter saves); {_RESAVE}")
+    cells = nb.get("cells")
+    if not isinstance(cells, list):
+        found = 'has no "cells"' if cells is None else f'has "cells" that are a {_json_kind(cells)}, not a list'
+        raise SubmissionFormatError(f"{name} is JSON but not a notebook: it {found}; {_SHAPE}")
+    return cells
 
 
-def _is_test_cell(cell) -> bool:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return bool(meta.get("grade")) and not meta.get("solution")
+def _json_problem(name: str, text: str, exc: json.JSONDecodeError) -> str:
+    if not text.strip():
+        return f"{name} is empty: save the notebook in Jupyter before handing it in"
+    if exc.msg.startswith("Unterminated string") or exc.pos >= len(text.rstrip()):
+        return (f"{name} is cut off: its JSON ends in the middle (line {exc.lineno}); hand in the complete file "
+                "(was it saved or uploaded completely?)")
+    where = f"line {exc.lineno}, column {exc.colno}"
+    if exc.msg == "Extra data":
+        return f"{name} has more text after the end of the notebook (from {where}); {_RESAVE}"
+    return f"{name} is not valid JSON ({exc.msg} at {where}), as if it was edited as text; {_RESAVE}"
 
 
-def _parse_neutralising_ipython(source: str, filename: str) -> tuple[str, list[ast.stmt]]:
+def _json_kind(value) -> str:
+    kinds = {dict: "object", list: "list", str: "string", bool: "true/false value", int: "number", float: "number"}
+    return kinds.get(type(value), "null")
+
+
+def _upgraded(nb: dict, name: str, version: int) -> dict:
+    """A notebook saved by Jupyter before 2015, in today's format (nbformat knows every old one)."""
+    try:
+        return nbformat.convert(nbformat.from_dict(nb), 4)
+    except Exception:  # noqa: BLE001 - nbformat fails in assorted ways on malformed old notebooks
+        raise SubmissionFormatError(f"{name} is an old notebook (format {version}) that could not be converted; "
+                                    f"{_RESAVE}") from None
+
+
+def _is_test_cell(cell: dict) -> bool:
+    meta = cell.get("metadata")
+    meta = meta.get("nbgrader") if isinstance(meta, dict) else None
+    return isinstance(meta, dict) and meta.get("grade") is True and meta.get("solution") is not True
+
+
+def _code_of(cell) -> str | None:
+    """The source of a code cell that may run at grading time; None for other cells."""
+    if not isinstance(cell, dict):
+        raise _Skipped('it is not a notebook cell (a JSON object with "cell_type" and "source")')
+    if cell.get("cell_type") in ("markdown", "raw"):
+        return None
+    if cell.get("cell_type") != "code":
+        raise _Skipped('its "cell_type" is not "code", "markdown" or "raw"')
+    if _is_test_cell(cell):
+        return None
+    source = cell.get("source", "")
+    if isinstance(source, list) and all(isinstance(line, str) for line in source):
+        return "".join(source)
+    if isinstance(source, str):
+        return source
+    raise _Skipped('its "source" is not text (a string or a list of strings)')
+
+
+def _check_characters(source: str) -> None:
+    """Python reads neither lone surrogates (half of a character, e.g. from a broken copy and paste)
+    nor NUL characters; say where they are instead of failing on them."""
+    for found in (_SURROGATE.search(source), _NUL.search(source)):
+        if found:
+            line = len(_LINE_BREAK.findall(source, 0, found.start())) + 1
+            escaped = found.group().encode("utf-8", "backslashreplace").decode()
+            what = "a NUL character" if found.group() == "\x00" else f"a broken character (half of one, {escaped})"
+            raise _Skipped(f"line {line} holds {what}, which Python cannot read: delete or retype it")
+
+
+class _CodeBudget:
+    """Characters of code left to parse in this notebook."""
+
+    def __init__(self):
+        self.left = MAX_CODE_CHARS
+
+    def parse(self, source: str, filename: str) -> list[ast.stmt]:
+        if len(source) > self.left:
+            raise _Skipped(f"the notebook holds more code than the grader reads ({MAX_CODE_CHARS:,} characters): "
+                           "keep data in files, not in code cells")
+        self.left -= len(source)
+        try:
+            return ast.parse(source, filename=filename).body
+        except (RecursionError, MemoryError):
+            raise _Skipped("it is nested too deeply for Python to read: split long expressions into several "
+                           "statements") from None
+
+
+def _parse_neutralising_ipython(source: str, filename: str, budget: _CodeBudget) -> tuple[str, list[ast.stmt]]:
     """Parse a cell; each `!pip install x` or `%timeit f()` line the parser trips over becomes `pass`
     (same indentation, same line numbers). Lines inside string literals never trip it, so they stay."""
-    lines = source.splitlines()
+    lines = None
     while True:
         try:
-            return "\n".join(lines), ast.parse("\n".join(lines), filename=filename).body
+            return source, budget.parse(source, filename)
         except SyntaxError as exc:
+            lines = lines or _LINE_BREAK.split(source)
             index = (exc.lineno or 0) - 1
             if not (0 <= index < len(lines)) or not _IPYTHON_LINE.match(lines[index]):
                 raise
             lines[index] = _IPYTHON_LINE.sub(r"\1pass  # ", lines[index])
+            source = "\n".join(lines)
 
 
 def _is_constant(node: ast.stmt) -> bool:
@@ -109,23 +216,30 @@ def _keep(node: ast.stmt, mode: str) -> bool:
 
 
 def extract(notebook: Path, mode: str = "definitions") -> Extracted:
-    """Read `notebook` and keep what runs at grading time; syntax errors become warnings."""
-    nb = _read(Path(notebook))
-    cells, warnings = [], []
-    for number, cell in enumerate(nb.cells, start=1):
-        if cell.get("cell_type") != "code" or _is_test_cell(cell):
-            continue
-        source = cell.get("source", "")
-        source = "".join(source) if isinstance(source, list) else str(source)
-        if source.lstrip().startswith("%%"):
-            warnings.append(f"cell {number}: a cell magic ({source.split()[0]}) is not run when grading")
-            continue
-        try:
-            source, body = _parse_neutralising_ipython(source, f"<cell {number}>")
-        except SyntaxError as exc:
-            warnings.append(f"cell {number}: syntax error at line {exc.lineno}: {exc.msg}; this cell was skipped")
-            continue
-        keep = tuple(i for i, node in enumerate(body) if _keep(node, mode))
-        if keep:
-            cells.append(CodeCell(number, source, keep))
-    return Extracted(tuple(cells), tuple(warnings))
+    """Read `notebook` and keep what runs at grading time. A cell that cannot run becomes a warning;
+    a file that is no notebook, or any failure of ours on it, a `SubmissionFormatError`."""
+    notebook = Path(notebook)
+    with format_errors(notebook.name):
+        cells, warnings = [], []
+        budget = _CodeBudget()
+        for number, cell in enumerate(_read_cells(notebook), start=1):
+            try:
+                source = _code_of(cell)
+                if source is None:
+                    continue
+                if source.lstrip().startswith("%%"):
+                    warnings.append(f"cell {number}: a cell magic ({source.split()[0]}) is not run when grading")
+                    continue
+                _check_characters(source)
+                source, body = _parse_neutralising_ipython(source, f"<cell {number}>", budget)
+            except SyntaxError as exc:
+                at = f" at line {exc.lineno}" if exc.lineno else ""
+                warnings.append(f"cell {number}: syntax error{at}: {exc.msg}; this cell was skipped")
+                continue
+            except _Skipped as skipped:
+                warnings.append(f"cell {number}: {skipped}; this cell was skipped")
+                continue
+            keep = tuple(i for i, node in enumerate(body) if _keep(node, mode))
+            if keep:
+                cells.append(CodeCell(number, source, keep))
+        return Extracted(tuple(cells), tuple(warnings))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ast
+import json
+from pathlib import Path
 
 import nbformat
 import pytest
 from conftest import write_notebook
 
+from autograder import extraction
 from autograder.extraction import SubmissionFormatError, extract
 
 NEW = nbformat.v4.new_code_cell
@@ -118,24 +121,127 @@ def test_defined_names(notebook):
     assert extract(path).defined_names() == {"A", "B", "C", "f", "K", "g"}
 
 
+def test_ipython_neutralising_keeps_line_separators_python_does_not_count(notebook):
+    """str.splitlines also splits at U+2028 and form feeds; rejoining by it changed string literals."""
+    namespace = {}
+    exec(extract(notebook('!ls\nTEXT = "a\u2028b\x0cc"')).cells[0].source, namespace)
+    assert namespace["TEXT"] == "a\u2028b\x0cc"
+
+
+# --- cells that cannot run -----------------------------------------------------------------------
+
+
+def _raw_notebook(tmp_path, cells) -> Path:
+    path = tmp_path / "raw.ipynb"
+    path.write_text(json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": cells}))
+    return path
+
+
+def _code(source, **cell):
+    return {"cell_type": "code", "source": source, "metadata": {}, "outputs": [], **cell}
+
+
+@pytest.mark.parametrize(
+    "cell, warning",
+    [
+        ([1, 2], 'it is not a notebook cell (a JSON object with "cell_type" and "source")'),
+        ({"cell_type": "python", "source": "x = 1"}, 'its "cell_type" is not "code", "markdown" or "raw"'),
+        (_code(3), 'its "source" is not text (a string or a list of strings)'),
+        (_code(["import os\n", None]), 'its "source" is not text (a string or a list of strings)'),
+        (_code("import os\nNAME = '\ud800'"),
+         "line 2 holds a broken character (half of one, \\ud800), which Python cannot read: delete or retype it"),
+        (_code("import os\r\nNAME = 'a\x00'"), "line 2 holds a NUL character, which Python cannot read: delete or retype it"),
+        (_code("VALUE = " + "-" * 100_000 + "1"),
+         "it is nested too deeply for Python to read: split long expressions into several statements"),
+        (_code("VALUE = 1" + "+1" * 200_000),
+         "it is nested too deeply for Python to read: split long expressions into several statements"),
+        (_code("x = 1\ndef broken(:\n    pass"), "syntax error at line 2: invalid syntax"),
+    ],
+    ids=["not-an-object", "unknown-type", "source-a-number", "source-list-with-null", "lone-surrogate", "nul",
+         "deep-unary", "deep-sum", "syntax-error"],
+)
+def test_a_cell_that_cannot_run_is_a_warning_and_the_others_still_run(tmp_path, cell, warning):
+    extracted = extract(_raw_notebook(tmp_path, [cell, _code("def ok():\n    pass")]))
+    assert extracted.defined_names() == {"ok"}
+    assert extracted.warnings == (f"cell 1: {warning}; this cell was skipped",)
+
+
+@pytest.mark.parametrize("metadata", [[1], "nbgrader", {"nbgrader": [1]}, {"nbgrader": {"grade": "yes"}},
+                                      {"nbgrader": {"grade": 1}}, {"nbgrader": {"grade": True, "solution": True}}])
+def test_odd_metadata_is_an_ordinary_answer_cell(tmp_path, metadata):
+    """Only a cell that nbgrader marks as a test (grade true, solution not true) is left out."""
+    extracted = extract(_raw_notebook(tmp_path, [_code("def f():\n    pass", metadata=metadata)]))
+    assert extracted.defined_names() == {"f"} and extracted.warnings == ()
+
+
+def test_code_beyond_the_notebook_budget_is_skipped_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setattr(extraction, "MAX_CODE_CHARS", 100)
+    extracted = extract(_raw_notebook(tmp_path, [_code("def a():\n    pass"), _code("B = 1\n" * 30), _code("C = 2")]))
+    assert extracted.defined_names() == {"a", "C"}
+    assert extracted.warnings == ("cell 2: the notebook holds more code than the grader reads (100 characters): keep "
+                                  "data in files, not in code cells; this cell was skipped",)
+
+
+def test_a_failure_of_the_grader_on_odd_input_is_a_format_error_with_a_neutral_message(notebook, monkeypatch):
+    def bug(cell):
+        raise AttributeError("'list' object has no attribute 'get'")
+
+    monkeypatch.setattr(extraction, "_code_of", bug)
+    with pytest.raises(SubmissionFormatError) as info:
+        extract(notebook("x = 1"))
+    assert str(info.value) == ("the grader could not read submission.ipynb (internal error: AttributeError: 'list' "
+                               "object has no attribute 'get'); please tell the course staff")
+
+
 # --- reading the file ----------------------------------------------------------------------------
+
+
+RESAVE = "hand in the notebook as Jupyter saves it (open it in Jupyter and save it again)"
+SHAPE = 'a notebook is the JSON object Jupyter saves, with a list of "cells"'
 
 
 @pytest.mark.parametrize(
     "content, message",
     [
-        (b'{"cells": [', "bad.ipynb is not valid notebook JSON (was it saved completely?)"),
-        (b"", "bad.ipynb is not valid notebook JSON"),
-        (b'{"hello": "world"}', "bad.ipynb could not be read as a notebook"),
-        (b"[1, 2, 3]", "bad.ipynb could not be read as a notebook"),
-        (b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": 3}', "bad.ipynb"),
-        ("{\"cells\": []}  # caf\u00e9".encode("latin-1"), "bad.ipynb is not UTF-8 text, so not a notebook"),
+        (b'{"cells": [{"cell_type": "code", "source": "x = 1',
+         "is cut off: its JSON ends in the middle (line 1); hand in the complete file (was it saved or uploaded "
+         "completely?)"),
+        (b'{"cells": [', "is cut off: its JSON ends in the middle (line 1)"),
+        (b"", "is empty: save the notebook in Jupyter before handing it in"),
+        (b'{"cells": [1 2]}', f"is not valid JSON (Expecting ',' delimiter at line 1, column 14), as if it was "
+                              f"edited as text; {RESAVE}"),
+        (b'{"cells": []}\n{"cells": []}', f"has more text after the end of the notebook (from line 2, column 1); {RESAVE}"),
+        (b'{"hello": "world"}', f'is JSON but not a notebook: it has no "cells"; {SHAPE}'),
+        (b"[1, 2, 3]", f"holds a JSON list, not a notebook; {SHAPE}"),
+        (b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": 3}',
+         f'is JSON but not a notebook: it has "cells" that are a number, not a list; {SHAPE}'),
+        (b"[" * 100_000 + b"]" * 100_000, f"is JSON nested too deeply to be a notebook; {SHAPE}"),
+        (b'{"nbformat": 5, "cells": []}', f"says it is in notebook format 5, the grader reads format 4 (what Jupyter "
+                                          f"saves); {RESAVE}"),
+        (b'{"nbformat": "4", "cells": []}', "says it is in notebook format '4', the grader reads format 4"),
+        (b'{"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": [[1]]}',
+         f"is an old notebook (format 3) that could not be converted; {RESAVE}"),
+        ('{"cells": []}  # caf\u00e9'.encode("latin-1"),
+         f"is not UTF-8 text (byte 0xe9 on line 1), so another program re-encoded it; {RESAVE}"),
+        ('{"cells": []}'.encode("utf-16"), f"is saved as UTF-16 or UTF-32 text, not UTF-8; {RESAVE}"),
+        ('{"cells": []}'.encode("utf-16-le"), f"is saved as UTF-16 or UTF-32 text, not UTF-8; {RESAVE}"),
     ],
-    ids=["truncated", "empty", "not-a-notebook", "json-list", "cells-not-a-list", "latin-1"],
+    ids=["truncated-in-a-string", "truncated", "empty", "invalid-json", "two-notebooks", "not-a-notebook",
+         "json-list", "cells-not-a-list", "nested-json", "format-5", "format-a-string", "broken-format-3",
+         "latin-1", "utf-16", "utf-16-without-bom"],
 )
 def test_unreadable_notebooks_raise_format_errors_naming_the_file(tmp_path, content, message):
     path = tmp_path / "bad.ipynb"
     path.write_bytes(content)
     with pytest.raises(SubmissionFormatError) as info:
         extract(path)
-    assert str(info.value).startswith(message)
+    assert str(info.value).startswith(f"bad.ipynb {message}")
+
+
+def test_an_old_notebook_is_converted_and_a_byte_order_mark_is_accepted(tmp_path):
+    v3 = {"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": [
+        {"cells": [{"cell_type": "code", "input": "def f():\n    pass", "language": "python", "outputs": []}]}]}
+    (tmp_path / "v3.ipynb").write_text(json.dumps(v3))
+    assert extract(tmp_path / "v3.ipynb").defined_names() == {"f"}
+    (tmp_path / "bom.ipynb").write_bytes(json.dumps({"cells": [_code("def g():\n    pass")]}).encode("utf-8-sig"))
+    assert extract(tmp_path / "bom.ipynb").defined_names() == {"g"}
