@@ -26,6 +26,10 @@ _NUL = re.compile("\x00")
 # The notebook's own public checks import a module that only exists next to the student's notebook.
 PUBLIC_CHECKS_MODULE = "public_checks"
 _KEPT_DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_BLOCKS = {ast.If: "if", ast.For: "for", ast.AsyncFor: "async for", ast.While: "while", ast.With: "with",
+           ast.AsyncWith: "async with", ast.Try: "try", ast.Match: "match", ast.TryStar: "try"}
+WHAT_RUNS = "only top-level imports, `def`, `class` and UPPER_CASE constants do"
 # Every parse of a notebook's cells counts, re-parses too: no notebook takes long to read.
 MAX_CODE_CHARS = 2_000_000
 _RESAVE = "hand in the notebook as Jupyter saves it (open it in Jupyter and save it again)"
@@ -220,7 +224,7 @@ def extract(notebook: Path, mode: str = "definitions") -> Extracted:
     a file that is no notebook, or any failure of ours on it, a `SubmissionFormatError`."""
     notebook = Path(notebook)
     with format_errors(notebook.name):
-        cells, warnings = [], []
+        cells, warnings, parsed = [], [], []
         budget = _CodeBudget()
         for number, cell in enumerate(_read_cells(notebook), start=1):
             try:
@@ -242,4 +246,61 @@ def extract(notebook: Path, mode: str = "definitions") -> Extracted:
             keep = tuple(i for i, node in enumerate(body) if _keep(node, mode))
             if keep:
                 cells.append(CodeCell(number, source, keep))
+            parsed.append((number, body, keep))
+        if mode == "definitions":
+            warnings += _definitions_that_do_not_run(parsed)
         return Extracted(tuple(cells), tuple(warnings))
+
+
+def _definitions_that_do_not_run(parsed: list[tuple[int, list[ast.stmt], tuple[int, ...]]]) -> list[str]:
+    """Functions a student defined where they do not run at grading time: inside an `if`/`try`/... block,
+    or as a lowercase alias (`f = g`, `f = lambda ...`). Without this the student only learns that the
+    function "is not defined"."""
+    kept = set()
+    for _, body, keep in parsed:
+        for i in keep:
+            kept.update(_bound_names(body[i]))
+    hints: dict[str, str] = {}
+    for number, body, keep in parsed:
+        for node in (node for i, node in enumerate(body) if i not in keep):
+            for name, line, what, fix in _unrun_definitions(node, kept):
+                if name not in kept:
+                    hints.setdefault(name, f"cell {number}, line {line}: {what} does not run when grading "
+                                           f"({WHAT_RUNS}): {fix}")
+    return list(hints.values())
+
+
+def _bound_names(node: ast.stmt) -> set[str]:
+    if isinstance(node, _DEFINITIONS):
+        return {node.name}
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+    return {t.id for t in targets if isinstance(t, ast.Name)}
+
+
+def _unrun_definitions(node: ast.stmt, kept: set[str]):
+    """(name, line, what, how to fix it) for each definition in a top-level statement that is not kept."""
+    if type(node) in _BLOCKS:
+        for definition in _defined_in_block(node):
+            keyword = "class" if isinstance(definition, ast.ClassDef) else "def"
+            yield (definition.name, definition.lineno,
+                   f"`{definition.name}`, defined inside the `{_BLOCKS[type(node)]}` block of line {node.lineno},",
+                   f"move `{keyword} {definition.name}` out of the block, to the top level of a cell (no indentation)")
+    elif isinstance(node, ast.Assign) and (
+            isinstance(node.value, ast.Lambda) or (isinstance(node.value, ast.Name) and node.value.id in kept)):
+        for target in node.targets:
+            if isinstance(target, ast.Name):
+                yield (target.id, node.lineno, f"`{ast.unparse(node)[:60]}`",
+                       f"write `def {target.id}(...):` at the top level of a cell instead")
+
+
+def _defined_in_block(block: ast.stmt):
+    bodies = [getattr(block, part, []) for part in ("body", "orelse", "finalbody")]
+    bodies += [handler.body for handler in getattr(block, "handlers", [])]
+    bodies += [case.body for case in getattr(block, "cases", [])]
+    for statement in (statement for body in bodies for statement in body):
+        if isinstance(statement, _DEFINITIONS):
+            yield statement
+        elif type(statement) in _BLOCKS:
+            yield from _defined_in_block(statement)

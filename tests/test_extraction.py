@@ -128,6 +128,41 @@ def test_ipython_neutralising_keeps_line_separators_python_does_not_count(notebo
     assert namespace["TEXT"] == "a\u2028b\x0cc"
 
 
+# --- definitions that do not run at grading time --------------------------------------------------
+
+
+RUNS = "does not run when grading (only top-level imports, `def`, `class` and UPPER_CASE constants do)"
+
+
+@pytest.mark.parametrize(
+    "source, hint",
+    [
+        ("if True:\n    def top_k(x):\n        return x",
+         f"cell 1, line 2: `top_k`, defined inside the `if` block of line 1, {RUNS}: move `def top_k` out of the "
+         "block, to the top level of a cell (no indentation)"),
+        ("try:\n    import fast\nexcept ImportError:\n    with open('x'):\n        class Sampler:\n            pass",
+         f"cell 1, line 5: `Sampler`, defined inside the `try` block of line 1, {RUNS}: move `class Sampler` out of "
+         "the block, to the top level of a cell (no indentation)"),
+        ("def my_top_k(x):\n    return x\ntop_k = my_top_k",
+         f"cell 1, line 3: `top_k = my_top_k` {RUNS}: write `def top_k(...):` at the top level of a cell instead"),
+        ("top_k = lambda x: x",
+         f"cell 1, line 1: `top_k = lambda x: x` {RUNS}: write `def top_k(...):` at the top level of a cell instead"),
+    ],
+    ids=["if-true", "nested-in-try", "alias", "lambda"],
+)
+def test_definitions_that_do_not_run_are_named_with_how_to_write_them(notebook, source, hint):
+    extracted = extract(notebook(source))
+    assert "top_k" not in extracted.defined_names() and "Sampler" not in extracted.defined_names()
+    assert extracted.warnings == (hint,)
+
+
+def test_no_hint_where_the_name_runs_elsewhere_or_is_plain_data(notebook):
+    path = notebook("def top_k(x):\n    return x", "if DEBUG:\n    def top_k(x):\n        return None",
+                    "logits = torch.ones(3)\nscores = logits\ndevice = 'cpu'")
+    assert extract(path).warnings == ()
+    assert extract(notebook("if True:\n    def f():\n        pass"), mode="cells").warnings == ()
+
+
 # --- cells that cannot run -----------------------------------------------------------------------
 
 
