@@ -108,14 +108,16 @@ def _read_cells(notebook: Path) -> list:
 
 
 def _json_problem(name: str, text: str, exc: json.JSONDecodeError) -> str:
-    if not text.strip():
-        return f"{name} is empty: save the notebook in Jupyter before handing it in"
-    if exc.msg.startswith("Unterminated string") or exc.pos >= len(text.rstrip()):
-        return (f"{name} is cut off: its JSON ends in the middle (line {exc.lineno}); hand in the complete file "
-                "(was it saved or uploaded completely?)")
+    """A notebook as Jupyter saves it is one JSON object: complete, it ends with `}`."""
+    stripped = text.rstrip()
     where = f"line {exc.lineno}, column {exc.colno}"
+    if not stripped:
+        return f"{name} is empty: save the notebook in Jupyter before handing it in"
     if exc.msg == "Extra data":
         return f"{name} has more text after the end of the notebook (from {where}); {_RESAVE}"
+    if exc.pos >= len(stripped) or not stripped.endswith("}") or exc.msg.startswith("Unterminated string"):
+        return (f"{name} is cut off: its JSON ends in the middle (line {stripped.count(chr(10)) + 1}); hand in the "
+                "complete file (was it saved or uploaded completely?)")
     return f"{name} is not valid JSON ({exc.msg} at {where}), as if it was edited as text; {_RESAVE}"
 
 

@@ -242,6 +242,7 @@ SHAPE = 'a notebook is the JSON object Jupyter saves, with a list of "cells"'
          "is cut off: its JSON ends in the middle (line 1); hand in the complete file (was it saved or uploaded "
          "completely?)"),
         (b'{"cells": [', "is cut off: its JSON ends in the middle (line 1)"),
+        (b'{"cells": [],\n "metadata": {"trusted": tr', "is cut off: its JSON ends in the middle (line 2)"),
         (b"", "is empty: save the notebook in Jupyter before handing it in"),
         (b'{"cells": [1 2]}', f"is not valid JSON (Expecting ',' delimiter at line 1, column 14), as if it was "
                               f"edited as text; {RESAVE}"),
@@ -261,7 +262,7 @@ SHAPE = 'a notebook is the JSON object Jupyter saves, with a list of "cells"'
         ('{"cells": []}'.encode("utf-16"), f"is saved as UTF-16 or UTF-32 text, not UTF-8; {RESAVE}"),
         ('{"cells": []}'.encode("utf-16-le"), f"is saved as UTF-16 or UTF-32 text, not UTF-8; {RESAVE}"),
     ],
-    ids=["truncated-in-a-string", "truncated", "empty", "invalid-json", "two-notebooks", "not-a-notebook",
+    ids=["truncated-in-a-string", "truncated", "truncated-in-a-literal", "empty", "invalid-json", "two-notebooks", "not-a-notebook",
          "json-list", "cells-not-a-list", "nested-json", "format-5", "format-a-string", "broken-format-3",
          "latin-1", "utf-16", "utf-16-without-bom"],
 )
