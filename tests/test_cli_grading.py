@@ -16,17 +16,9 @@ import pytest
 
 from autograder.cli import _print_scores, main
 from autograder.gradebook import Gradebook, SubmissionResult
-from conftest import ASSIGNMENT, SOLUTION_LINE, demo_cells, write_notebook
+from conftest import ASSIGNMENT, CORRECT, SOLUTION_LINE, demo_cells, write_notebook
 
 pytestmark = pytest.mark.slow
-
-CORRECT = (
-    "import torch\n"
-    "def top_k_filter(logits, k):\n"
-    "    kth = torch.topk(logits, k, dim=-1).values[..., -1:]\n"
-    "    return logits.masked_fill(logits < kth, float('-inf'))\n"
-)
-
 
 def test_grade_records_every_submission_and_export_writes_one_row_each(make_course, tmp_path, capsys):
     root = make_course()
