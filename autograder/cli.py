@@ -139,7 +139,7 @@ def _print_scores(assignment, results: dict, skipped: set, not_handins: list[tup
     for problem in problems:
         console.print(_plain(problem), soft_wrap=True)
     if not_handins:
-        console.print(f"{len(not_handins)} entries were not graded:", soft_wrap=True)
+        console.print(f"entries not graded ({len(not_handins)}):", soft_wrap=True)
         for entry, why in not_handins:
             console.print(_plain(f"  {entry}: {why}"), soft_wrap=True)
     if skipped:

@@ -65,7 +65,7 @@ def test_ids_and_messages_from_hand_ins_are_printed_as_they_are(assignment, caps
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out
     for text in ("[bold red]team[/bold red]", "team :smile:", "team\\x1b[2Jclear", "team\\xff",
-                 "[red]team :smile:[/red] is not a notebook\\x07", "1 entries were not graded:",
+                 "[red]team :smile:[/red] is not a notebook\\x07", "entries not graded (1):",
                  "lms/[i]notes[/i].txt\\x1b[31m: not a notebook (.ipynb) or a folder"):
         assert text in out, text
 

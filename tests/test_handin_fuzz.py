@@ -185,7 +185,7 @@ def test_a_batch_of_malformed_hand_ins_is_recorded_row_by_row(make_course, tmp_p
         texts = [row.message, *row.load_messages.splitlines(), *(t.message for t in row.results)]
         assert not any(PYTHON_INTERNALS.search(text) for text in texts), (sid, texts)
         assert not says or says in row.message + row.load_messages, (sid, says, row.message, row.load_messages)
-    assert f"{len(not_graded)} entries were not graded:" in out
+    assert f"entries not graded ({len(not_graded)}):" in out
     assert all(f"{batch / entry}: " in out for entry in not_graded), out
 
     status, out = grade(root, batch, db, capsys)

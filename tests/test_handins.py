@@ -94,11 +94,12 @@ def test_several_notebooks_name_the_one_to_grade(tmp_path):
         "hand in only the notebook you worked in, or name the one to grade 01_demo.ipynb")
 
 
-@pytest.mark.parametrize("target", ["solution", "other_team", "dev_zero"])
+@pytest.mark.parametrize("target", ["solution", "sample", "other_team", "dev_zero"])
 def test_a_linked_notebook_is_never_graded(tmp_path, target):
-    """LMS archives keep links: one to the instructor's solution, another team's notebook or /dev/zero
-    must not score, nor be read."""
+    """LMS archives keep links: one to the instructor's solution, a sample, another team's notebook or
+    /dev/zero must not score, nor be read."""
     targets = {"solution": notebook(tmp_path / "source" / "01_demo.ipynb", "def top_k(): pass"),
+               "sample": notebook(tmp_path / "samples" / "correct.ipynb", "def top_k(): pass"),
                "other_team": notebook(tmp_path / "lms" / "team02" / "01_demo.ipynb"), "dev_zero": Path("/dev/zero")}
     (tmp_path / "lms" / "team01").mkdir(parents=True)
     (tmp_path / "lms" / "team01" / "01_demo.ipynb").symlink_to(targets[target])
