@@ -95,26 +95,16 @@ def discover(paths: list[Path]) -> Discovery:
     def add(sid: str, path: Path) -> None:
         sid = safe_text(sid)
         if sid in handins:
-            skipped.append((shown(path), f"its submission id {sid!r} is taken by {shown(handins[sid])}; "
+            skipped.append((shown(path), f"its submission id `{sid}` is taken by {shown(handins[sid])}; "
                                          "rename one of them"))
         else:
             handins[sid] = path
 
     for path in map(Path, paths):
-        try:
-            mode = path.stat().st_mode
-        except FileNotFoundError:
-            raise SubmissionFormatError(f"{shown(path)} does not exist") from None
-        except OSError as exc:
-            raise SubmissionFormatError(f"{shown(path)} cannot be read ({exc.strerror})") from None
-        if not stat.S_ISDIR(mode):
+        if not stat.S_ISDIR(_mode(path, shown(path), follow=True)):
             add(Path(_name(path)).stem, path)
             continue
-        try:
-            with os.scandir(path) as listing:
-                entries = sorted(listing, key=lambda e: e.name)
-        except OSError as exc:
-            raise SubmissionFormatError(f"{shown(path)} cannot be read ({exc.strerror})") from None
+        entries = _entries(path, shown(path))
         if _is_one_handin(entries):
             add(_name(path), path)
             continue
@@ -125,6 +115,24 @@ def discover(paths: list[Path]) -> Discovery:
             else:
                 add(entry.name if entry.is_dir(follow_symlinks=False) else Path(entry.name).stem, Path(entry.path))
     return Discovery(handins, skipped)
+
+
+def _mode(path: Path, name: str, *, follow: bool) -> int:
+    """The type bits of `path`; one that is missing or unreadable is a format error naming it."""
+    try:
+        return (os.stat if follow else os.lstat)(path).st_mode
+    except FileNotFoundError:
+        raise SubmissionFormatError(f"{name} does not exist") from None
+    except OSError as exc:
+        raise SubmissionFormatError(f"{name} cannot be read ({exc.strerror})") from None
+
+
+def _entries(folder: Path, name: str) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as listing:
+            return sorted(listing, key=lambda e: e.name)
+    except OSError as exc:
+        raise SubmissionFormatError(f"{name} cannot be read ({exc.strerror})") from None
 
 
 def _visible(entry: os.DirEntry) -> bool:
@@ -162,12 +170,7 @@ def find_notebook(path: Path, preferred_name: str | None = None) -> Path:
     path = Path(path)
     name = _name(path)
     with format_errors(name):
-        try:
-            mode = path.stat().st_mode  # the hand-in itself was vetted by `discover` or named by the TA
-        except FileNotFoundError:
-            raise SubmissionFormatError(f"{name} does not exist") from None
-        except OSError as exc:
-            raise SubmissionFormatError(f"{name} cannot be read ({exc.strerror})") from None
+        mode = _mode(path, name, follow=True)  # the hand-in itself was vetted by `discover` or named by the TA
         if stat.S_ISREG(mode):
             if not path.name.endswith(".ipynb"):
                 raise SubmissionFormatError(f"{name} is not a Jupyter notebook (.ipynb): hand in the notebook "
@@ -198,12 +201,7 @@ def _notebooks_in(folder: Path, name: str) -> tuple[list[Path], list[str]]:
     pending = [folder]
     while pending:
         current = pending.pop()
-        try:
-            with os.scandir(current) as listing:
-                entries = sorted(listing, key=lambda e: e.name)
-        except OSError as exc:
-            where = shown(Path(name) / Path(current).relative_to(folder))
-            raise SubmissionFormatError(f"{where} cannot be read ({exc.strerror})") from None
+        entries = _entries(current, shown(Path(name) / current.relative_to(folder)))
         seen += len(entries)
         if seen > MAX_ENTRIES:
             raise SubmissionFormatError(f"{name}/ holds more than {MAX_ENTRIES} files and folders; "
@@ -230,12 +228,7 @@ def read_notebook(notebook: Path) -> bytes:
     notebook = Path(notebook)
     name = _name(notebook)
     with format_errors(name):
-        try:
-            mode = os.lstat(notebook).st_mode
-        except FileNotFoundError:
-            raise SubmissionFormatError(f"{name} does not exist") from None
-        except OSError as exc:
-            raise SubmissionFormatError(f"{name} cannot be read ({exc.strerror})") from None
+        mode = _mode(notebook, name, follow=False)
         if stat.S_ISLNK(mode):
             raise SubmissionFormatError(f"{name} is a symbolic link, {_NOT_FOLLOWED}")
         if not stat.S_ISREG(mode):
@@ -249,11 +242,12 @@ def read_notebook(notebook: Path) -> bytes:
             st = os.fstat(fd)  # what was opened, should the path have changed since lstat
             if not stat.S_ISREG(st.st_mode):
                 raise SubmissionFormatError(f"{name} is {_kind(st.st_mode)}, not a notebook file")
-            data = f.read(MAX_NOTEBOOK_BYTES + 1)
-        if max(st.st_size, len(data)) > MAX_NOTEBOOK_BYTES:
+            data = b"" if st.st_size > MAX_NOTEBOOK_BYTES else f.read(MAX_NOTEBOOK_BYTES + 1)  # it may grow
+        size = max(st.st_size, len(data))
+        if size > MAX_NOTEBOOK_BYTES:
             raise SubmissionFormatError(
-                f"{name} is {max(st.st_size, len(data)) / 2**20:.0f} MB; the grader reads notebooks up to "
-                f"{MAX_NOTEBOOK_BYTES // 2**20} MB: clear the outputs (Edit > Clear All Outputs) and save it again")
+                f"{name} is {size / 2**20:.0f} MB; the grader reads notebooks up to {MAX_NOTEBOOK_BYTES // 2**20} MB: "
+                "clear the outputs (Edit > Clear All Outputs) and save it again")
         return data
 
 

@@ -235,7 +235,7 @@ def test_names_that_are_not_utf8_become_escaped_ids_and_a_taken_id_is_skipped(tm
     found = discover([batch])
     assert sorted(found.handins) == ["caf\\xe9", "team"]
     assert found.handins["team"] == batch / "team"
-    assert found.skipped == [(f"{batch}/team.ipynb", f"its submission id 'team' is taken by {batch}/team; rename one "
+    assert found.skipped == [(f"{batch}/team.ipynb", f"its submission id `team` is taken by {batch}/team; rename one "
                                                      "of them")]
     assert find_notebook(found.handins["caf\\xe9"]).name == os.fsdecode(b"caf\xe9.ipynb")
 
