@@ -234,7 +234,7 @@ def extract(notebook: Path, mode: str = "definitions") -> Extracted:
                 if source is None:
                     continue
                 if source.lstrip().startswith("%%"):
-                    warnings.append(f"cell {number}: a cell magic ({source.split()[0]}) is not run when grading")
+                    warnings.append(f"cell {number}: a cell magic ({source.split()[0][:40]}) is not run when grading")
                     continue
                 _check_characters(source)
                 source, body = _parse_neutralising_ipython(source, f"<cell {number}>", budget)

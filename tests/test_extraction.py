@@ -90,6 +90,11 @@ def test_cell_magics_are_skipped_with_a_warning(notebook, magic):
     assert extracted.warnings == (f"cell 2: a cell magic ({name}) is not run when grading",)
 
 
+def test_a_cell_magic_is_named_briefly_however_long_its_line(notebook):
+    assert extract(notebook("%%" + "x" * 10_000)).warnings == (
+        f"cell 1: a cell magic (%%{'x' * 38}) is not run when grading",)
+
+
 def test_syntax_error_names_cell_and_line_and_the_rest_is_extracted(notebook):
     extracted = extract(notebook("def ok():\n    pass", "x = 1\ndef broken(:\n    pass", "def also_ok():\n    pass"))
     assert extracted.defined_names() == {"ok", "also_ok"}
