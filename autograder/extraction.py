@@ -83,6 +83,8 @@ def _read_cells(notebook: Path) -> list:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
+        if exc.reason == "unexpected end of data":  # the file stops inside a character
+            raise SubmissionFormatError(_cut_off(name, line)) from None
         raise SubmissionFormatError(f"{name} is not UTF-8 text (byte {data[exc.start]:#04x} on line {line}), so "
                                     f"another program re-encoded it; {_RESAVE}") from None
     try:
@@ -108,17 +110,23 @@ def _read_cells(notebook: Path) -> list:
 
 
 def _json_problem(name: str, text: str, exc: json.JSONDecodeError) -> str:
-    """A notebook as Jupyter saves it is one JSON object: complete, it ends with `}`."""
+    """A file cut off stops where the parser fails, or within the few characters of a value it was
+    writing (`tr` of `true`, `\\u00` of an escape); an edited file fails before its end."""
     stripped = text.rstrip()
+    rest = text[exc.pos:].rstrip()
     where = f"line {exc.lineno}, column {exc.colno}"
     if not stripped:
         return f"{name} is empty: save the notebook in Jupyter before handing it in"
     if exc.msg == "Extra data":
         return f"{name} has more text after the end of the notebook (from {where}); {_RESAVE}"
-    if exc.pos >= len(stripped) or not stripped.endswith("}") or exc.msg.startswith("Unterminated string"):
-        return (f"{name} is cut off: its JSON ends in the middle (line {stripped.count(chr(10)) + 1}); hand in the "
-                "complete file (was it saved or uploaded completely?)")
+    if exc.msg.startswith("Unterminated string") or (len(rest) < 6 and not any(c in rest for c in "]}")):
+        return _cut_off(name, stripped.count("\n") + 1)
     return f"{name} is not valid JSON ({exc.msg} at {where}), as if it was edited as text; {_RESAVE}"
+
+
+def _cut_off(name: str, last_line: int) -> str:
+    return (f"{name} is cut off: its JSON ends in the middle (line {last_line}); hand in the complete file "
+            "(was it saved or uploaded completely?)")
 
 
 def _json_kind(value) -> str:
