@@ -7,12 +7,14 @@ the instructor can fix are one message on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
 from autograder.config import ConfigError, Course, load_course
-from autograder.extraction import SubmissionFormatError
-from autograder.gradebook import DEFAULT_PATH, Gradebook, GradebookError
+from autograder.exports import ExportError
+from autograder.gradebook import DEFAULT_PATH, Gradebook, GradebookError, safe_text
+from autograder.handins import SubmissionFormatError
 from autograder.release import ReleaseError, check_release, release_assignment
 
 
@@ -63,12 +65,13 @@ def cmd_grade(course: Course, args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from autograder.scheduler import Cluster, discover, grade_batch
+    from autograder.handins import discover
+    from autograder.scheduler import Cluster, grade_batch
 
     assignment = course.get(args.assignment)
     cluster = None if args.executor == "pool" else Cluster(
         "local" if args.executor == "submitit-local" else "slurm", args.cluster_folder, args.slurm_partition)
-    submissions = discover(args.paths)
+    submissions, not_handins = discover(args.paths)
     console = Console(stderr=True)
     with Gradebook.open(args.gradebook) as gradebook:
         with Progress(TextColumn("grading {task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -91,13 +94,24 @@ def cmd_grade(course: Course, args: argparse.Namespace) -> int:
                 return 130
             progress.update(task, completed=len(submissions))
         results = {r.submission_id: r for r in gradebook.submissions(assignment.id) if r.submission_id in submissions}
-    _print_scores(assignment, results, set(skipped))
+    _print_scores(assignment, results, set(skipped), not_handins)
     for sid, failure in failures.items():
-        console.print(f"[red]grader failure on {sid} (not recorded, rerun to retry): {failure}")
+        console.print(_plain(f"grader failure on {sid} (not recorded, rerun to retry): {failure}", style="red"))
     return 3 if failures else 0
 
 
-def _print_scores(assignment, results: dict, skipped: set) -> None:
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _plain(text: str, style: str = ""):
+    """Text from a hand-in (ids, messages) as the terminal shows it: never markup or emoji codes for
+    rich, never a control sequence for the terminal, always valid Unicode."""
+    from rich.text import Text
+
+    return Text(_CONTROL.sub(lambda c: f"\\x{ord(c.group()):02x}", safe_text(text)), style=style)
+
+
+def _print_scores(assignment, results: dict, skipped: set, not_handins: list[tuple[str, str]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -118,12 +132,16 @@ def _print_scores(assignment, results: dict, skipped: set) -> None:
             notes.append(f"{counts['error']} grader errors")
         if r.load_messages:
             notes.append(f"{len(r.load_messages.splitlines())} load warnings")
-        table.add_row(sid, f"{r.earned:g}/{r.possible:g}", str(counts["passed"]), str(counts["failed"]),
+        table.add_row(_plain(sid), f"{r.earned:g}/{r.possible:g}", str(counts["passed"]), str(counts["failed"]),
                       str(counts["timeout"]), "; ".join(notes))
     console = Console()
     console.print(table)
     for problem in problems:
-        console.print(problem, soft_wrap=True, highlight=False, markup=False)
+        console.print(_plain(problem), soft_wrap=True)
+    if not_handins:
+        console.print(f"entries not graded ({len(not_handins)}):", soft_wrap=True)
+        for entry, why in not_handins:
+            console.print(_plain(f"  {entry}: {why}"), soft_wrap=True)
     if skipped:
         console.print(f"{len(skipped)} unchanged submissions were not regraded (--force regrades them)", soft_wrap=True)
 
@@ -211,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.run(load_course(args.course_root), args)
-    except (ConfigError, ReleaseError, GradebookError, SubmissionFormatError) as exc:
+    except (ConfigError, ReleaseError, GradebookError, SubmissionFormatError, ExportError) as exc:
         print(f"autograder: error: {exc}", file=sys.stderr)
         return 2
 

@@ -7,12 +7,18 @@
 - Gradescope's `results.json` per submission, for courses that collect through Gradescope;
 - an instructor summary: score distribution, points per question and the tests students fail most
   (or that the grader itself failed), as an HTML page with plots.
+
+Submission ids come from folder and file names, so they may be anything: file names made from them
+are safe and unique (`file_names`), CSV cells a spreadsheet would evaluate are neutralised, and a page
+that cannot be written does not stop the others (`ExportError` names it afterwards).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import re
 import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -23,6 +29,13 @@ from autograder.gradebook import TEST_STATUSES, Gradebook, SubmissionResult
 
 INCOMPLETE = "incomplete (needs GPU runner)"
 GRADER_ERROR_FOR_STUDENTS = "the grader could not run this check; the course staff will look into it"
+MAX_NAME_BYTES = 100  # file systems allow 255 per name; room for suffixes and a marker hash
+_UNSAFE_IN_NAMES = re.compile(r"[^\w.-]")  # letters and digits of any script, dot, dash, underscore
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets evaluate (OWASP: CSV injection)
+
+
+class ExportError(Exception):
+    """Some files could not be written; all others were. The message names each failure."""
 
 
 def export_csv(
@@ -40,7 +53,7 @@ def export_csv(
     columns = dict.fromkeys(questions or [])
     for sub in submissions:
         columns.update(dict.fromkeys(sub.per_question()))  # known questions keep their place
-    header = ["submission", *columns, "total", "possible", "late_penalty_percent", "final", "status"]
+    header = ["submission", *map(_text_cell, columns), "total", "possible", "late_penalty_percent", "final", "status"]
     rows = [_row(sub, assignment, list(columns)) for sub in submissions]
     if isinstance(out_path_or_file, (str, Path)):
         path = Path(out_path_or_file)
@@ -64,7 +77,7 @@ def _row(sub: SubmissionResult, assignment: Assignment, questions: list[str]) ->
     # A notebook that could not be read has no test results, yet is still out of the assignment's points.
     possible = sub.possible if sub.results else assignment.points
     return [
-        sub.submission_id,
+        _text_cell(sub.submission_id),
         *(_number(per_question.get(q, (0.0, 0.0))[0]) for q in questions),
         _number(sub.earned),
         _number(possible),
@@ -72,6 +85,49 @@ def _row(sub: SubmissionResult, assignment: Assignment, questions: list[str]) ->
         _number(sub.earned * (100 - penalty) / 100),
         _status(sub),
     ]
+
+
+def _text_cell(text: str) -> str:
+    """A cell a spreadsheet shows as text: `=HYPERLINK(...)` as a team name must not run."""
+    return f"'{text}" if text.startswith(_FORMULA_START) else text
+
+
+def file_names(submission_ids) -> dict[str, str]:
+    """A file name (without suffix) per submission id: safe on any file system, at most
+    `MAX_NAME_BYTES`, unique even where case does not count. An id that is already such a name is
+    kept; any other is cleaned and marked with a short hash of the id."""
+    names, taken = {}, set()
+    for sid in sorted(submission_ids):
+        base = _UNSAFE_IN_NAMES.sub("_", sid).lstrip(".") or "submission"
+        digest = hashlib.sha256(sid.encode("utf-8", "backslashreplace")).hexdigest()
+        name, length = base, 8
+        if base != sid or len(base.encode()) > MAX_NAME_BYTES or base.casefold() in taken:
+            name = f"{_cut(base, MAX_NAME_BYTES - 1 - length)}-{digest[:length]}"
+        while name.casefold() in taken:
+            length += 8
+            name = f"{_cut(base, MAX_NAME_BYTES - 1 - length)}-{digest[:length]}"
+        names[sid] = name
+        taken.add(name.casefold())
+    return names
+
+
+def _cut(text: str, max_bytes: int) -> str:
+    return text.encode()[:max_bytes].decode(errors="ignore")
+
+
+def _write_each(subs: list[SubmissionResult], write) -> list[Path]:
+    """`write(sub, name)` for every submission, each under its safe file name; a failure is reported
+    once all the others are written."""
+    names = file_names(s.submission_id for s in subs)
+    written, failed = [], []
+    for sub in subs:
+        try:
+            written.append(write(sub, names[sub.submission_id]))
+        except Exception as exc:  # noqa: BLE001 - one team's page must not cost the others theirs
+            failed.append(f"{sub.submission_id}: {type(exc).__name__}: {exc}")
+    if failed:
+        raise ExportError(f"wrote {len(written)} files, but {len(failed)} could not be written:\n  " + "\n  ".join(failed))
+    return written
 
 
 def _late_penalty_percent(sub: SubmissionResult, assignment: Assignment) -> float:
@@ -112,12 +168,12 @@ def _template(name: str):
 
 
 def write_feedback_pages(gradebook: Gradebook, assignment: Assignment, out_dir: str | Path) -> list[Path]:
-    """One self-contained HTML page per submission, `<out_dir>/<submission>.html`."""
+    """One self-contained HTML page per submission, `<out_dir>/<file name of the submission>.html`."""
     template = _template("feedback.html")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for sub in gradebook.submissions(assignment.id):
+
+    def write(sub: SubmissionResult, name: str) -> Path:
         questions = defaultdict(list)
         for r in sub.results:
             questions[r.question].append({
@@ -128,10 +184,11 @@ def write_feedback_pages(gradebook: Gradebook, assignment: Assignment, out_dir: 
             assignment=assignment, sub=sub, questions=dict(questions), totals=sub.per_question(),
             warnings=[w for w in sub.load_messages.splitlines() if w], penalty=_late_penalty_percent(sub, assignment),
         )
-        path = out_dir / f"{sub.submission_id}.html"
+        path = out_dir / f"{name}.html"
         path.write_text(page, encoding="utf-8")
-        written.append(path)
-    return written
+        return path
+
+    return _write_each(gradebook.submissions(assignment.id), write)
 
 
 def gradescope_results(sub: SubmissionResult) -> dict:
@@ -152,14 +209,15 @@ def gradescope_results(sub: SubmissionResult) -> dict:
 
 
 def write_gradescope_results(gradebook: Gradebook, assignment: Assignment, out_dir: str | Path) -> list[Path]:
-    """`<out_dir>/<submission>/results.json` for each submission."""
-    written = []
-    for sub in gradebook.submissions(assignment.id):
-        path = Path(out_dir) / sub.submission_id / "results.json"
+    """`<out_dir>/<file name of the submission>/results.json` for each submission."""
+
+    def write(sub: SubmissionResult, name: str) -> Path:
+        path = Path(out_dir) / name / "results.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(gradescope_results(sub), indent=2) + "\n", encoding="utf-8")
-        written.append(path)
-    return written
+        return path
+
+    return _write_each(gradebook.submissions(assignment.id), write)
 
 
 def _hardest_first(row: dict) -> tuple:

@@ -7,6 +7,9 @@ WAL journaling and a busy timeout let parallel grading workers write to the same
 
 A file that is not ours (another program's SQLite database, a corrupt file, a CSV given by mistake)
 is refused with a `GradebookError` and never written to.
+
+Text is stored as valid Unicode (`safe_text`): a folder name with bytes that are not UTF-8 or a
+student's exception message with a broken character is kept, escaped, instead of failing the write.
 """
 
 from __future__ import annotations
@@ -61,6 +64,21 @@ _SCHEMA = (
         FOREIGN KEY (assignment, submission_id) REFERENCES submissions ON DELETE CASCADE
     )""",
 )
+
+
+def safe_text(text: str) -> str:
+    """`text` with its lone surrogates escaped: bytes of a file name that are not UTF-8 become `\\xff`,
+    other broken characters `\\ud800`. SQLite, CSV files, web pages and terminals take only valid
+    Unicode, and a hand-in's name or a student's message may hold anything."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # surrogates that did not come from undecodable bytes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _storable(values) -> list:
+    """Row or query values as stored: an id with a broken character finds its escaped row."""
+    return [safe_text(v) if isinstance(v, str) else v for v in values]
 
 
 class GradebookError(Exception):
@@ -196,7 +214,7 @@ class Gradebook:
         row = self._conn.execute(
             "SELECT incomplete FROM submissions WHERE assignment = ? AND submission_id = ? AND submission_hash = ?"
             " AND suite_hash = ? AND grader_version = ?",
-            (assignment, submission_id, submission_hash, suite_hash, grader_version),
+            _storable((assignment, submission_id, submission_hash, suite_hash, grader_version)),
         ).fetchone()
         return row is not None and not (row[0] and gpu_runner)
 
@@ -210,15 +228,15 @@ class Gradebook:
         )
         result_columns = ["assignment", "submission_id", "position", *_RESULT_FIELDS]
         result_rows = [
-            (sub.assignment, sub.submission_id, position, *(getattr(r, name) for name in _RESULT_FIELDS))
+            _storable((sub.assignment, sub.submission_id, position, *(getattr(r, name) for name in _RESULT_FIELDS)))
             for position, r in enumerate(sub.results)
         ]
         with _transaction(self._conn, "IMMEDIATE"):
             self._conn.execute(  # its old results go too (ON DELETE CASCADE)
                 "DELETE FROM submissions WHERE assignment = ? AND submission_id = ?",
-                (sub.assignment, sub.submission_id),
+                _storable((sub.assignment, sub.submission_id)),
             )
-            self._conn.execute(_insert_sql("submissions", list(row)), list(row.values()))
+            self._conn.execute(_insert_sql("submissions", list(row)), _storable(row.values()))
             self._conn.executemany(_insert_sql("results", result_columns), result_rows)
 
     def submissions(self, assignment: str) -> list[SubmissionResult]:
@@ -231,6 +249,7 @@ class Gradebook:
 
     def _load(self, where: str, params: tuple) -> list[SubmissionResult]:
         # One read transaction: both queries see the same snapshot while workers keep writing.
+        params = _storable(params)
         with _transaction(self._conn, "DEFERRED"):
             subs = self._conn.execute(
                 f"SELECT * FROM submissions WHERE {where} ORDER BY submission_id", params

@@ -56,6 +56,13 @@ def test_top_k_on_random_logits(submission):
 '''
 
 SOLUTION_LINE = "kth = torch.topk(logits, k, dim=-1).values[..., -1:]"
+# A submission's code that passes HIDDEN_SUITE.
+CORRECT = (
+    "import torch\n"
+    "def top_k_filter(logits, k):\n"
+    "    kth = torch.topk(logits, k, dim=-1).values[..., -1:]\n"
+    "    return logits.masked_fill(logits < kth, float('-inf'))\n"
+)
 HIDDEN_TEST_LINE = "assert top_k_filter(torch.eye(3), 1).isinf().sum() == 6"
 MODEL_ANSWER = "Top-k keeps a fixed number of candidates, top-p adapts to the shape of the distribution."
 

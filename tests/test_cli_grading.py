@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import os
 import signal
 import sqlite3
@@ -13,19 +14,11 @@ import time
 import nbformat
 import pytest
 
-from autograder.cli import main
-from autograder.gradebook import Gradebook
-from conftest import ASSIGNMENT, SOLUTION_LINE, demo_cells, write_notebook
+from autograder.cli import _print_scores, main
+from autograder.gradebook import Gradebook, SubmissionResult
+from conftest import ASSIGNMENT, CORRECT, SOLUTION_LINE, demo_cells, write_notebook
 
 pytestmark = pytest.mark.slow
-
-CORRECT = (
-    "import torch\n"
-    "def top_k_filter(logits, k):\n"
-    "    kth = torch.topk(logits, k, dim=-1).values[..., -1:]\n"
-    "    return logits.masked_fill(logits < kth, float('-inf'))\n"
-)
-
 
 def test_grade_records_every_submission_and_export_writes_one_row_each(make_course, tmp_path, capsys):
     root = make_course()
@@ -38,7 +31,7 @@ def test_grade_records_every_submission_and_export_writes_one_row_each(make_cour
     assert main(["--course-root", str(root), "grade", ASSIGNMENT, str(batch), "--gradebook", str(db)]) == 0
     table = capsys.readouterr().out
     assert "team_correct" in table and "1/1" in table
-    assert "team_broken: not graded: team_broken.ipynb is not valid notebook JSON" in table
+    assert "team_broken: not graded: team_broken.ipynb is not valid JSON (Expecting property name" in table
 
     out = tmp_path / "grades.csv"
     assert main(["--course-root", str(root), "export", ASSIGNMENT, "--gradebook", str(db), "--output", str(out)]) == 0
@@ -59,6 +52,22 @@ def test_grade_records_every_submission_and_export_writes_one_row_each(make_cour
     # A rerun grades nothing again and says so.
     assert main(["--course-root", str(root), "grade", ASSIGNMENT, str(batch), "--gradebook", str(db)]) == 0
     assert "3 unchanged submissions were not regraded" in capsys.readouterr().out
+
+
+def test_ids_and_messages_from_hand_ins_are_printed_as_they_are(assignment, capsys):
+    """Rich markup, emoji codes or terminal control sequences in a folder name must not change the
+    score table or the terminal."""
+    ids = ["[bold red]team[/bold red]", "team :smile:", "team\x1b[2Jclear", "team\\xff"]
+    now = dt.datetime(2027, 5, 1, tzinfo=dt.timezone.utc)
+    results = {sid: SubmissionResult(assignment.id, sid, f"{sid}.ipynb", "nb", "suite", "0.1.0", "cpu", "error",
+                                     f"[red]{sid}[/red] is not a notebook\x07", [], now) for sid in ids}
+    _print_scores(assignment, results, set(), [("lms/[i]notes[/i].txt\x1b[31m", "not a notebook (.ipynb) or a folder")])
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    for text in ("[bold red]team[/bold red]", "team :smile:", "team\\x1b[2Jclear", "team\\xff",
+                 "[red]team :smile:[/red] is not a notebook\\x07", "entries not graded (1):",
+                 "lms/[i]notes[/i].txt\\x1b[31m: not a notebook (.ipynb) or a folder"):
+        assert text in out, text
 
 
 def test_a_foreign_gradebook_is_refused_and_left_untouched(make_course, tmp_path, capsys):

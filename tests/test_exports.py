@@ -1,17 +1,19 @@
 import csv
 import dataclasses
 import datetime as dt
+import html
 import io
+import json
+import re
 import zoneinfo
 from pathlib import Path
 
 import pytest
 
 from autograder.config import Assignment, LatePolicy, Limits, Tolerance
-import json
-
 from autograder.exports import (
-    check_title, export_csv, write_feedback_pages, write_gradescope_results, write_summary,
+    MAX_NAME_BYTES, ExportError, check_title, export_csv, file_names, write_feedback_pages, write_gradescope_results,
+    write_summary,
 )
 from autograder.gradebook import Gradebook, SubmissionResult, TestResult
 
@@ -158,3 +160,48 @@ def test_summary_orders_tests_hardest_first_and_flags_grader_errors(messages_gra
                                      "test_tokenize.py::test_1",  # passed 1 of 2
                                      "test_tokenize.py::test_0")]  # always passed
     assert order == sorted(order)
+
+
+# --- ids that come from any folder name -----------------------------------------------------------
+
+
+def test_file_names_are_safe_short_and_unique_whatever_the_id():
+    ids = ["team01", "Team01", "x" * 255, "a b", "a_b", "../../etc/passwd", "..", "caf\\xe9", "team/7", "tëam", ""]
+    names = file_names(ids)
+    assert (names["Team01"], names["a_b"], names["tëam"]) == ("Team01", "a_b", "tëam")  # already safe: kept
+    assert names["team01"].startswith("team01-") and names["a b"].startswith("a_b-")  # taken where case does not count
+    assert names["../../etc/passwd"].startswith("_.._etc_passwd-") and names[".."].startswith("submission-")
+    assert len(set(n.casefold() for n in names.values())) == len(ids)
+    assert all(re.fullmatch(r"[\w-][\w.-]*", n) and len(n.encode()) <= MAX_NAME_BYTES for n in names.values())
+    assert file_names(reversed(ids)) == names  # the same id gets the same name in every export
+
+
+def test_a_255_byte_id_and_odd_ids_get_a_page_each(tmp_path):
+    ids = ["é" * 127, "team 1/2", "[bold]team[/bold]", "team\\udcff"]
+    with Gradebook.open(tmp_path / "gradebook.db") as gb:
+        for sid in ids:
+            gb.record(graded(sid, [("tokenize", "passed", 1)]))
+        pages = write_feedback_pages(gb, ASSIGNMENT, tmp_path / "feedback")
+        results = write_gradescope_results(gb, ASSIGNMENT, tmp_path / "gradescope")
+    assert len(pages) == len(results) == len(ids) == len(set(pages))
+    assert all(p.parent == tmp_path / "feedback" for p in pages)
+    shown = {sid: any(f"Submission <strong>{html.escape(sid)}</strong>" in p.read_text() for p in pages) for sid in ids}
+    assert all(shown.values()), shown
+
+
+def test_one_page_that_cannot_be_written_does_not_stop_the_others(gradebook, tmp_path):
+    (tmp_path / "team02.html").mkdir()  # team02's page cannot be written there
+    with pytest.raises(ExportError) as info:
+        write_feedback_pages(gradebook, ASSIGNMENT, tmp_path)
+    assert str(info.value).startswith("wrote 3 files, but 1 could not be written:\n  team02: IsADirectoryError")
+    assert sorted(p.name for p in tmp_path.glob("*.html") if p.is_file()) == ["team01.html", "team03.html", "team04.html"]
+
+
+@pytest.mark.parametrize("sid", ["=HYPERLINK(\"http://x\")", "+1", "-1+2", "@SUM(A1)", "\tx", "\r=1"])
+def test_ids_a_spreadsheet_would_evaluate_are_exported_as_text(tmp_path, sid):
+    with Gradebook.open(tmp_path / "gradebook.db") as gb:
+        gb.record(graded(sid, [("tokenize", "passed", 1)]))
+        out = io.StringIO()
+        export_csv(gb, ASSIGNMENT, out)
+    row = list(csv.reader(io.StringIO(out.getvalue())))[1]
+    assert row[0] == "'" + sid and row[1:3] == ["1", "1"]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import ast
-import re
+import json
+from pathlib import Path
 
 import nbformat
 import pytest
 from conftest import write_notebook
 
-from autograder.extraction import SubmissionFormatError, extract, find_notebook
+from autograder import extraction
+from autograder.extraction import SubmissionFormatError, extract
 
 NEW = nbformat.v4.new_code_cell
 
@@ -88,6 +90,11 @@ def test_cell_magics_are_skipped_with_a_warning(notebook, magic):
     assert extracted.warnings == (f"cell 2: a cell magic ({name}) is not run when grading",)
 
 
+def test_a_cell_magic_is_named_briefly_however_long_its_line(notebook):
+    assert extract(notebook("%%" + "x" * 10_000)).warnings == (
+        f"cell 1: a cell magic (%%{'x' * 38}) is not run when grading",)
+
+
 def test_syntax_error_names_cell_and_line_and_the_rest_is_extracted(notebook):
     extracted = extract(notebook("def ok():\n    pass", "x = 1\ndef broken(:\n    pass", "def also_ok():\n    pass"))
     assert extracted.defined_names() == {"ok", "also_ok"}
@@ -119,76 +126,167 @@ def test_defined_names(notebook):
     assert extract(path).defined_names() == {"A", "B", "C", "f", "K", "g"}
 
 
+def test_ipython_neutralising_keeps_line_separators_python_does_not_count(notebook):
+    """str.splitlines also splits at U+2028 and form feeds; rejoining by it changed string literals."""
+    namespace = {}
+    exec(extract(notebook('!ls\nTEXT = "a\u2028b\x0cc"')).cells[0].source, namespace)
+    assert namespace["TEXT"] == "a\u2028b\x0cc"
+
+
+# --- definitions that do not run at grading time --------------------------------------------------
+
+
+RUNS = "does not run when grading (only top-level imports, `def`, `class` and UPPER_CASE constants do)"
+
+
+@pytest.mark.parametrize(
+    "source, hint",
+    [
+        ("if True:\n    def top_k(x):\n        return x",
+         f"cell 1, line 2: `top_k`, defined inside the `if` block of line 1, {RUNS}: move `def top_k` out of the "
+         "block, to the top level of a cell (no indentation)"),
+        ("try:\n    import fast\nexcept ImportError:\n    with open('x'):\n        class Sampler:\n            pass",
+         f"cell 1, line 5: `Sampler`, defined inside the `try` block of line 1, {RUNS}: move `class Sampler` out of "
+         "the block, to the top level of a cell (no indentation)"),
+        ("def my_top_k(x):\n    return x\ntop_k = my_top_k",
+         f"cell 1, line 3: `top_k = my_top_k` {RUNS}: write `def top_k(...):` at the top level of a cell instead"),
+        ("top_k = lambda x: x",
+         f"cell 1, line 1: `top_k = lambda x: x` {RUNS}: write `def top_k(...):` at the top level of a cell instead"),
+    ],
+    ids=["if-true", "nested-in-try", "alias", "lambda"],
+)
+def test_definitions_that_do_not_run_are_named_with_how_to_write_them(notebook, source, hint):
+    extracted = extract(notebook(source))
+    assert "top_k" not in extracted.defined_names() and "Sampler" not in extracted.defined_names()
+    assert extracted.warnings == (hint,)
+
+
+def test_no_hint_where_the_name_runs_elsewhere_or_is_plain_data(notebook):
+    path = notebook("def top_k(x):\n    return x", "if DEBUG:\n    def top_k(x):\n        return None",
+                    "logits = torch.ones(3)\nscores = logits\ndevice = 'cpu'")
+    assert extract(path).warnings == ()
+    assert extract(notebook("if True:\n    def f():\n        pass"), mode="cells").warnings == ()
+
+
+# --- cells that cannot run -----------------------------------------------------------------------
+
+
+def _raw_notebook(tmp_path, cells) -> Path:
+    path = tmp_path / "raw.ipynb"
+    path.write_text(json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": cells}))
+    return path
+
+
+def _code(source, **cell):
+    return {"cell_type": "code", "source": source, "metadata": {}, "outputs": [], **cell}
+
+
+@pytest.mark.parametrize(
+    "cell, warning",
+    [
+        ([1, 2], 'it is not a notebook cell (a JSON object with "cell_type" and "source")'),
+        ({"cell_type": "python", "source": "x = 1"}, 'its "cell_type" is not "code", "markdown" or "raw"'),
+        (_code(3), 'its "source" is not text (a string or a list of strings)'),
+        (_code(["import os\n", None]), 'its "source" is not text (a string or a list of strings)'),
+        (_code("import os\nNAME = '\ud800'"),
+         "line 2 holds a broken character (half of one, \\ud800), which Python cannot read: delete or retype it"),
+        (_code("import os\r\nNAME = 'a\x00'"), "line 2 holds a NUL character, which Python cannot read: delete or retype it"),
+        (_code("VALUE = " + "-" * 100_000 + "1"),
+         "it is nested too deeply for Python to read: split long expressions into several statements"),
+        (_code("VALUE = 1" + "+1" * 200_000),
+         "it is nested too deeply for Python to read: split long expressions into several statements"),
+        (_code("x = 1\ndef broken(:\n    pass"), "syntax error at line 2: invalid syntax"),
+    ],
+    ids=["not-an-object", "unknown-type", "source-a-number", "source-list-with-null", "lone-surrogate", "nul",
+         "deep-unary", "deep-sum", "syntax-error"],
+)
+def test_a_cell_that_cannot_run_is_a_warning_and_the_others_still_run(tmp_path, cell, warning):
+    extracted = extract(_raw_notebook(tmp_path, [cell, _code("def ok():\n    pass")]))
+    assert extracted.defined_names() == {"ok"}
+    assert extracted.warnings == (f"cell 1: {warning}; this cell was skipped",)
+
+
+@pytest.mark.parametrize("metadata", [[1], "nbgrader", {"nbgrader": [1]}, {"nbgrader": {"grade": "yes"}},
+                                      {"nbgrader": {"grade": 1}}, {"nbgrader": {"grade": True, "solution": True}}])
+def test_odd_metadata_is_an_ordinary_answer_cell(tmp_path, metadata):
+    """Only a cell that nbgrader marks as a test (grade true, solution not true) is left out."""
+    extracted = extract(_raw_notebook(tmp_path, [_code("def f():\n    pass", metadata=metadata)]))
+    assert extracted.defined_names() == {"f"} and extracted.warnings == ()
+
+
+def test_code_beyond_the_notebook_budget_is_skipped_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setattr(extraction, "MAX_CODE_CHARS", 100)
+    extracted = extract(_raw_notebook(tmp_path, [_code("def a():\n    pass"), _code("B = 1\n" * 30), _code("C = 2")]))
+    assert extracted.defined_names() == {"a", "C"}
+    assert extracted.warnings == ("cell 2: the notebook holds more code than the grader reads (100 characters): keep "
+                                  "data in files, not in code cells; this cell was skipped",)
+
+
+def test_a_failure_of_the_grader_on_odd_input_is_a_format_error_with_a_neutral_message(notebook, monkeypatch):
+    def bug(cell):
+        raise AttributeError("'list' object has no attribute 'get'")
+
+    monkeypatch.setattr(extraction, "_code_of", bug)
+    with pytest.raises(SubmissionFormatError) as info:
+        extract(notebook("x = 1"))
+    assert str(info.value) == ("the grader could not read submission.ipynb (internal error: AttributeError: 'list' "
+                               "object has no attribute 'get'); please tell the course staff")
+
+
 # --- reading the file ----------------------------------------------------------------------------
+
+
+RESAVE = "hand in the notebook as Jupyter saves it (open it in Jupyter and save it again)"
+SHAPE = 'a notebook is the JSON object Jupyter saves, with a list of "cells"'
 
 
 @pytest.mark.parametrize(
     "content, message",
     [
-        (b'{"cells": [', "bad.ipynb is not valid notebook JSON (was it saved completely?)"),
-        (b"", "bad.ipynb is not valid notebook JSON"),
-        (b'{"hello": "world"}', "bad.ipynb could not be read as a notebook"),
-        (b"[1, 2, 3]", "bad.ipynb could not be read as a notebook"),
-        (b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": 3}', "bad.ipynb"),
-        ("{\"cells\": []}  # caf\u00e9".encode("latin-1"), "bad.ipynb is not UTF-8 text, so not a notebook"),
+        (b'{"cells": [{"cell_type": "code", "source": "x = 1',
+         "is cut off: its JSON ends in the middle (line 1); hand in the complete file (was it saved or uploaded "
+         "completely?)"),
+        (b'{"cells": [', "is cut off: its JSON ends in the middle (line 1)"),
+        (b'{"cells": [],\n "metadata": {"trusted": tr', "is cut off: its JSON ends in the middle (line 2)"),
+        ('{"cells": [],\n "metadata": {"author": "caf\u00e9'.encode()[:-1], "is cut off: its JSON ends in the middle (line 2)"),
+        (b"", "is empty: save the notebook in Jupyter before handing it in"),
+        (b'{ not json', "is not valid JSON (Expecting property name enclosed in double quotes at line 1, column 3)"),
+        (b'{"cells": [],}', "is not valid JSON (Expecting property name enclosed in double quotes at line 1, column 14)"),
+        (b'{"cells": [1 2]}', f"is not valid JSON (Expecting ',' delimiter at line 1, column 14), as if it was "
+                              f"edited as text; {RESAVE}"),
+        (b'{"cells": []}\n{"cells": []}', f"has more text after the end of the notebook (from line 2, column 1); {RESAVE}"),
+        (b'{"hello": "world"}', f'is JSON but not a notebook: it has no "cells"; {SHAPE}'),
+        (b"[1, 2, 3]", f"holds a JSON list, not a notebook; {SHAPE}"),
+        (b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": 3}',
+         f'is JSON but not a notebook: it has "cells" that are a number, not a list; {SHAPE}'),
+        (b"[" * 100_000 + b"]" * 100_000, f"is JSON nested too deeply to be a notebook; {SHAPE}"),
+        (b'{"nbformat": 5, "cells": []}', f"says it is in notebook format 5, the grader reads format 4 (what Jupyter "
+                                          f"saves); {RESAVE}"),
+        (b'{"nbformat": "4", "cells": []}', "says it is in notebook format '4', the grader reads format 4"),
+        (b'{"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": [[1]]}',
+         f"is an old notebook (format 3) that could not be converted; {RESAVE}"),
+        ('{"cells": [], "author": "caf\u00e9"}'.encode("latin-1"),
+         f"is not UTF-8 text (byte 0xe9 on line 1), so another program re-encoded it; {RESAVE}"),
+        ('{"cells": []}'.encode("utf-16"), f"is saved as UTF-16 or UTF-32 text, not UTF-8; {RESAVE}"),
+        ('{"cells": []}'.encode("utf-16-le"), f"is saved as UTF-16 or UTF-32 text, not UTF-8; {RESAVE}"),
     ],
-    ids=["truncated", "empty", "not-a-notebook", "json-list", "cells-not-a-list", "latin-1"],
+    ids=["truncated-in-a-string", "truncated", "truncated-in-a-literal", "truncated-in-a-character", "empty", "not-json",
+         "trailing-comma", "invalid-json", "two-notebooks", "not-a-notebook",
+         "json-list", "cells-not-a-list", "nested-json", "format-5", "format-a-string", "broken-format-3",
+         "latin-1", "utf-16", "utf-16-without-bom"],
 )
 def test_unreadable_notebooks_raise_format_errors_naming_the_file(tmp_path, content, message):
     path = tmp_path / "bad.ipynb"
     path.write_bytes(content)
     with pytest.raises(SubmissionFormatError) as info:
         extract(path)
-    assert str(info.value).startswith(message)
+    assert str(info.value).startswith(f"bad.ipynb {message}")
 
 
-# --- finding the notebook ------------------------------------------------------------------------
-
-
-def test_a_notebook_file_is_used_as_is(notebook):
-    path = notebook("x = 1")
-    assert find_notebook(path) == path
-
-
-@pytest.mark.parametrize(
-    "files, message",
-    [
-        ([], "expected exactly one notebook in team/, found 0: none"),
-        (["a.ipynb", "sub/b.ipynb"], "expected exactly one notebook in team/, found 2: a.ipynb, b.ipynb"),
-        ([".ipynb_checkpoints/a-checkpoint.ipynb", "notes.txt"], "expected exactly one notebook in team/, found 0"),
-    ],
-    ids=["none", "two", "only-checkpoints"],
-)
-def test_folder_without_exactly_one_notebook(tmp_path, notebook, files, message):
-    (tmp_path / "team").mkdir()
-    for rel in files:
-        (tmp_path / "team" / rel).parent.mkdir(parents=True, exist_ok=True)
-        notebook("x = 1", name=f"team/{rel}")
-    with pytest.raises(SubmissionFormatError) as info:
-        find_notebook(tmp_path / "team")
-    assert str(info.value).startswith(message)
-
-
-@pytest.mark.parametrize(
-    "files, preferred, found",
-    [
-        (["sub/hw.ipynb", ".ipynb_checkpoints/hw-checkpoint.ipynb"], None, "sub/hw.ipynb"),
-        (["01_demo.ipynb", "scratch.ipynb", "old/copy.ipynb"], "01_demo.ipynb", "01_demo.ipynb"),
-        (["mine.ipynb"], "01_demo.ipynb", "mine.ipynb"),
-    ],
-    ids=["one-plus-checkpoint", "preferred-among-several", "preferred-absent"],
-)
-def test_folder_with_one_or_the_preferred_notebook(tmp_path, notebook, files, preferred, found):
-    for rel in files:
-        (tmp_path / "team" / rel).parent.mkdir(parents=True, exist_ok=True)
-        notebook("x = 1", name=f"team/{rel}")
-    assert find_notebook(tmp_path / "team", preferred_name=preferred) == tmp_path / "team" / found
-
-
-@pytest.mark.parametrize("name, message", [("answers.py", "answers.py is not a Jupyter notebook (.ipynb)"),
-                                           ("gone.ipynb", "does not exist")])
-def test_a_wrong_or_missing_path(tmp_path, name, message):
-    if name.endswith(".py"):
-        (tmp_path / name).write_text("x = 1")
-    with pytest.raises(SubmissionFormatError, match=re.escape(message)):
-        find_notebook(tmp_path / name)
+def test_an_old_notebook_is_converted_and_a_byte_order_mark_is_accepted(tmp_path):
+    v3 = {"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": [
+        {"cells": [{"cell_type": "code", "input": "def f():\n    pass", "language": "python", "outputs": []}]}]}
+    (tmp_path / "v3.ipynb").write_text(json.dumps(v3))
+    assert extract(tmp_path / "v3.ipynb").defined_names() == {"f"}
+    (tmp_path / "bom.ipynb").write_bytes(json.dumps({"cells": [_code("def g():\n    pass")]}).encode("utf-8-sig"))
+    assert extract(tmp_path / "bom.ipynb").defined_names() == {"g"}

@@ -13,6 +13,7 @@ from autograder.gradebook import (
     GradebookError,
     SubmissionResult,
     TestResult,
+    safe_text,
 )
 
 GRADED_AT = dt.datetime(2027, 4, 28, 10, 0, tzinfo=dt.timezone.utc)
@@ -71,6 +72,30 @@ def test_round_trip_keeps_every_field(tmp_path):
         assert gb.get("01_intro", "team01") == recorded
         assert gb.submissions("01_intro") == [recorded]
         assert gb.get("01_intro", "team99") is None
+
+
+def test_broken_characters_in_ids_paths_and_messages_are_stored_escaped(tmp_path):
+    """A folder name with bytes that are not UTF-8 (os.fsdecode keeps them as surrogates) and a message
+    with a lone surrogate used to make the SQLite write raise; they are stored escaped instead."""
+    team = os.fsdecode(b"team\xff")
+    broken = submission(
+        team, path=f"lms/{team}/notebook.ipynb", load_messages="cell 2: \ud800 failed",
+        results=[result("t.py::a", status="failed", earned=0.0, message="raised ValueError: \udcff\ud83d")],
+    )
+    with Gradebook.open(tmp_path / "gradebook.db") as gb:
+        gb.record(broken)
+        stored = gb.get("01_intro", team)  # found by the id as discovered, too
+        assert gb.is_current("01_intro", team, "notebook-v1", "suite-v1", "0.1.0")
+        assert gb.submissions("01_intro") == [stored]
+    assert (stored.submission_id, stored.path) == ("team\\xff", "lms/team\\xff/notebook.ipynb")
+    assert stored.load_messages == "cell 2: \\ud800 failed"
+    assert stored.results[0].message == "raised ValueError: \\udcff\\ud83d"
+
+
+@pytest.mark.parametrize("text, stored", [("café", "café"), (os.fsdecode("café".encode()), "café"),
+                                          (os.fsdecode(b"caf\xe9"), "caf\\xe9"), ("a\ud800b", "a\\ud800b")])
+def test_safe_text_keeps_valid_text_and_escapes_the_rest(text, stored):
+    assert safe_text(text) == stored
 
 
 def test_submissions_are_ordered_by_id_and_keep_the_test_order(tmp_path):

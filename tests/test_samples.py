@@ -14,7 +14,8 @@ import pytest
 
 from autograder.config import load_course
 from autograder.gradebook import Gradebook
-from autograder.scheduler import discover, grade_batch
+from autograder.handins import discover
+from autograder.scheduler import grade_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = sorted(p.name for p in (ROOT / "samples").iterdir() if (p / "expected.json").exists())
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module", params=ASSIGNMENTS)
 def graded(request, tmp_path_factory):
     assignment = load_course(ROOT).get(request.param)
-    samples = discover([ROOT / "samples" / assignment.id])
+    samples = discover([ROOT / "samples" / assignment.id]).handins
     db = tmp_path_factory.mktemp("gradebook") / "gradebook.db"
     with Gradebook.open(db) as gradebook:
         graded_ids, skipped, failures = grade_batch(assignment, samples, gradebook)
