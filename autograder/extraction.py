@@ -17,7 +17,6 @@ from pathlib import Path
 import nbformat
 
 from autograder.handins import SubmissionFormatError, format_errors, read_notebook, shown
-from autograder.handins import find_notebook, submission_hash  # noqa: F401 - the scheduler imports them from here
 
 _IPYTHON_LINE = re.compile(r"^(\s*)[!%]")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what Python counts as a new line, unlike str.splitlines

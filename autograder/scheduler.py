@@ -27,7 +27,8 @@ from pathlib import Path
 from autograder import __version__
 from autograder.config import Assignment, load_course
 from autograder.devices import nvidia_driver_present
-from autograder.extraction import SubmissionFormatError, extract, find_notebook, submission_hash
+from autograder.extraction import extract
+from autograder.handins import SubmissionFormatError, find_notebook, submission_digest, submission_hash
 from autograder.gradebook import Gradebook, SubmissionResult
 
 WORKER_PRELOAD = ["torch", "transformers", "pytest", "autograder.oracle"]
@@ -56,35 +57,6 @@ def suite_hash(assignment: Assignment) -> str:
     return digest.hexdigest()
 
 
-def discover(paths: list[Path]) -> dict[str, Path]:
-    """Submission id -> path. A folder with one notebook is one submission (an LMS folder per
-    team); a folder with several is a batch whose notebooks and subfolders are the submissions."""
-    found: dict[str, Path] = {}
-
-    def add(sid: str, path: Path) -> None:
-        if sid in found:
-            raise SubmissionFormatError(f"two submissions are named {sid!r}: {found[sid]} and {path}")
-        found[sid] = path
-
-    for path in map(Path, paths):
-        if not path.exists():
-            raise SubmissionFormatError(f"{path} does not exist")
-        if path.is_file():
-            add(path.stem, path)
-            continue
-        notebooks = [p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts]
-        direct_dirs = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        if len(notebooks) == 1 and not direct_dirs:
-            add(path.name, path)
-            continue
-        for child in sorted(path.iterdir()):
-            if child.name.startswith("."):
-                continue
-            if child.is_dir() or child.suffix == ".ipynb":
-                add(child.stem if child.is_file() else child.name, child)
-    return found
-
-
 def grade_one(job: Job) -> SubmissionResult:
     """Runs in a worker: read, extract and grade one submission; never raises for the student's sake."""
     from autograder.devices import device_name
@@ -101,7 +73,8 @@ def grade_one(job: Job) -> SubmissionResult:
         notebook = find_notebook(Path(job.path), f"{assignment.id}.ipynb")
         digest = submission_hash(notebook)
         code = extract(notebook, assignment.extraction)
-    except (SubmissionFormatError, OSError) as exc:
+    except SubmissionFormatError as exc:
+        digest = digest or submission_digest(Path(job.path), f"{assignment.id}.ipynb")
         return SubmissionResult(**common, submission_hash=digest, status="error", message=str(exc), results=[])
     session = run_suite(assignment, code, job.isolate, Path(job.trace) if job.trace else None)
     notes = list(code.warnings) + list(session.load_warnings)
@@ -109,13 +82,6 @@ def grade_one(job: Job) -> SubmissionResult:
         notes.append(f"sandbox isolation {session.isolation['isolation']}")
     return SubmissionResult(**common, submission_hash=digest, status="graded", message="",
                             results=session.results, load_messages="\n".join(notes))
-
-
-def submission_digest(path: Path, assignment: Assignment) -> str:
-    try:
-        return submission_hash(find_notebook(path, f"{assignment.id}.ipynb"))
-    except (SubmissionFormatError, OSError):
-        return ""
 
 
 def default_jobs() -> int:
@@ -164,7 +130,7 @@ def _died_result(job: Job, during: str) -> SubmissionResult:
     """What is recorded for a submission that took a grading worker down twice."""
     return SubmissionResult(
         assignment=job.assignment_id, submission_id=job.submission_id, path=job.path,
-        submission_hash=submission_digest(Path(job.path), load_course(Path(job.course_root)).get(job.assignment_id)),
+        submission_hash=submission_digest(Path(job.path), f"{job.assignment_id}.ipynb"),
         suite_hash=job.suite_hash, grader_version=__version__, device="", graded_at=dt.datetime.now(dt.timezone.utc),
         status="error", results=[],
         message=f"the grader process died {during} (twice; not retried again). "
@@ -248,7 +214,7 @@ def grade_batch(assignment: Assignment, submissions: dict[str, Path], gradebook:
     gpu_runner = nvidia_driver_present()
     todo, skipped = [], []
     for sid, path in submissions.items():
-        digest = submission_digest(path, assignment)
+        digest = submission_digest(path, f"{assignment.id}.ipynb")
         if not force and digest and gradebook.is_current(assignment.id, sid, digest, suite, __version__,
                                                          gpu_runner=gpu_runner):
             skipped.append(sid)
