@@ -222,18 +222,20 @@ def _drop_privileges(uid: int | None) -> None:
 
 
 def _limit(memory_mb: int, processes: bool) -> None:
-    """Address space and file size; the process count only for a sandbox uid of its own (otherwise it
-    would count every process of the grader's user)."""
-    limits = [(resource.RLIMIT_AS, _vm_size_bytes() + memory_mb * 2**20), (resource.RLIMIT_FSIZE, MAX_FILE_BYTES),
+    """Memory, file size; the process count only for a sandbox uid of its own (otherwise it would count
+    every process of the grader's user). Memory is the data limit (writable private mappings), not the
+    address space: the CUDA driver reserves terabytes of address space it never backs, and fails its
+    initialisation under an address-space limit."""
+    limits = [(resource.RLIMIT_DATA, _status_bytes("VmData") + memory_mb * 2**20), (resource.RLIMIT_FSIZE, MAX_FILE_BYTES),
               (resource.RLIMIT_CORE, 0)]
     for limit, value in limits + ([(resource.RLIMIT_NPROC, MAX_PROCESSES)] if processes else []):
         resource.setrlimit(limit, (value, value))
 
 
-def _vm_size_bytes() -> int:
+def _status_bytes(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmSize:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return 0
 

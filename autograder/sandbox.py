@@ -23,6 +23,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from autograder import isolation, wire
+from autograder.devices import nvidia_driver_present
 from autograder.extraction import Extracted
 from autograder.tripwires import TAMPERED, Tripwires
 
@@ -213,9 +214,13 @@ PRELOAD = ["torch", "transformers", "autograder.sandbox", "autograder.warm"]
 
 
 def warm_context(extra_modules=()):
-    """A forkserver context that preloads the heavy imports once; sandboxes fork from it."""
+    """A forkserver context that preloads the heavy imports once; sandboxes fork from it.
+
+    On a GPU runner only the base modules are preloaded: importing bitsandbytes there initialises CUDA,
+    and a CUDA context does not survive a fork, so no sandbox forked from it could use the GPU."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(PRELOAD + [m for m in extra_modules if m not in PRELOAD])
+    extra = [] if nvidia_driver_present() else [m for m in extra_modules if m not in PRELOAD]
+    ctx.set_forkserver_preload(PRELOAD + extra)
     return ctx
 
 

@@ -19,13 +19,14 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("make_snapshots.py needs a CUDA GPU: the point is to record the CUDA kernels' outputs")
     inputs = snapshot_inputs()
-    versions = {
+    # Plain strings: the snapshot is read with torch.load(weights_only=True), which refuses TorchVersion.
+    versions = {name: str(value) for name, value in {
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "bitsandbytes": bitsandbytes.__version__,
         "gpu": torch.cuda.get_device_name(),
         "python": platform.python_version(),
-    }
+    }.items()}
     SNAPSHOT.parent.mkdir(exist_ok=True)
     torch.save({**inputs, **cuda_kernel_outputs(inputs), "versions": versions}, SNAPSHOT)
     print(f"wrote {SNAPSHOT} ({versions})")
