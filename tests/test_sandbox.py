@@ -248,3 +248,19 @@ def test_a_notebook_that_cannot_load_fails_every_call_without_new_sandboxes(tmp_
         assert session.generation == 1 and session.sandbox_start_s == []
     finally:
         session.close()
+
+
+def test_a_gpu_runner_preloads_nothing_that_initialises_cuda(monkeypatch):
+    """bitsandbytes initialises CUDA on import; a forkserver holding a CUDA context forks sandboxes
+    that cannot use the GPU, so only the base modules are preloaded where a GPU exists."""
+    import multiprocessing.forkserver
+
+    from autograder import sandbox
+
+    preloaded = lambda: multiprocessing.forkserver._forkserver._preload_modules  # noqa: E731
+    monkeypatch.setattr(sandbox, "nvidia_driver_present", lambda: True)
+    sandbox.warm_context(["bitsandbytes"])
+    assert preloaded() == sandbox.PRELOAD
+    monkeypatch.setattr(sandbox, "nvidia_driver_present", lambda: False)
+    sandbox.warm_context(["bitsandbytes"])
+    assert preloaded() == [*sandbox.PRELOAD, "bitsandbytes"]
