@@ -15,11 +15,22 @@ from autograder.config import ConfigError, Course, load_course
 from autograder.exports import ExportError
 from autograder.gradebook import DEFAULT_PATH, Gradebook, GradebookError, safe_text
 from autograder.handins import SubmissionFormatError
-from autograder.release import ReleaseError, check_release, release_assignment
 
 
 def cmd_release(course: Course, args: argparse.Namespace) -> int:
     """Compile source/<a>/ into release/<a>/, or with --check report drift and leaks without writing."""
+    from autograder.release import ReleaseError  # nbgrader: imported only by the commands that use it
+
+    try:
+        return _release(course, args)
+    except ReleaseError as exc:
+        print(f"autograder: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _release(course: Course, args: argparse.Namespace) -> int:
+    from autograder.release import check_release, release_assignment
+
     status = 0
     for assignment in course.select(args.assignments):
         shown = f"release/{assignment.id}/"
@@ -39,6 +50,7 @@ def cmd_release(course: Course, args: argparse.Namespace) -> int:
 
 def _verified(assignment, staging: Path) -> None:
     """A release is written only when its solution scores full marks and its stubs score zero."""
+    from autograder.release import ReleaseError
     from autograder.verify import verify
 
     problems = verify(assignment, release_dir=staging)
@@ -225,11 +237,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _not_a_module_to_reimport() -> None:
+    """Worker and sandbox processes start through multiprocessing's forkserver, which re-runs the main
+    script (this console script, or `python -m autograder.cli`) in every process it starts: about a
+    second per sandbox spent importing the CLI and nbgrader. Nothing in a child needs it."""
+    script = sys.modules.get("__main__")
+    if script is not None and getattr(script, "main", None) is main:
+        script.__spec__ = None
+        script.__dict__.pop("__file__", None)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _not_a_module_to_reimport()
     args = _parser().parse_args(argv)
     try:
         return args.run(load_course(args.course_root), args)
-    except (ConfigError, ReleaseError, GradebookError, SubmissionFormatError, ExportError) as exc:
+    except (ConfigError, GradebookError, SubmissionFormatError, ExportError) as exc:
         print(f"autograder: error: {exc}", file=sys.stderr)
         return 2
 
