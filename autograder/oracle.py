@@ -48,6 +48,11 @@ UNUSED_PYTEST_PLUGINS = ("cacheprovider", "terminal", "unraisableexception", "th
 # time budget (a cold forkserver's imports happen before this clock starts).
 LOAD_TIMEOUT_S = 60.0
 
+# A function that ran out of time in this many calls in a row is not called again for this submission:
+# an endless loop costs two call timeouts, not one per test. A call that finishes resets the count, so
+# a slow function that finishes within the limit on other inputs loses nothing.
+TIMEOUTS_BEFORE_GIVING_UP = 2
+
 
 class SubmissionError(Exception):
     """The student's code raised; carries the exception's type names for `submission.raises`."""
@@ -137,6 +142,7 @@ class GradingSession:
         self._load_failure: Exception | None = None
         self._sandbox: Sandbox | None = None
         self._workdir: str | None = None
+        self._timeouts_in_a_row: dict[str, int] = {}
 
     def _ensure_sandbox(self) -> Sandbox:
         """Tripwires are armed before student code loads (it may bind `from x import f` early), so a
@@ -184,6 +190,9 @@ class GradingSession:
     def request(self, target, op: str, label: str, attr: str | None = None, args=(), kwargs=None):
         if isinstance(target, Handle) and target._generation != self.generation:
             raise StudentFault(f"`{label}`: this object was lost when your code crashed in an earlier call")
+        if self._timeouts_in_a_row.get(label, 0) >= TIMEOUTS_BEFORE_GIVING_UP:
+            raise SandboxTimeout(f"`{label}` was not run: it did not finish in its last {TIMEOUTS_BEFORE_GIVING_UP} "
+                                 f"calls ({self.assignment.limits.call_timeout_s:g} s each)")
         sandbox = self._ensure_sandbox()
         payload = wire.encode_arguments({
             "op": op, "target": target._handle_ref if isinstance(target, Handle) else target, "attr": attr,
@@ -195,8 +204,10 @@ class GradingSession:
         timeout = self._time_left()
         try:
             data = sandbox.request(payload, timeout, f"while running `{label}`")
+            self._timeouts_in_a_row.pop(label, None)
         except SandboxTimeout:
             self._drop_sandbox()
+            self._timeouts_in_a_row[label] = self._timeouts_in_a_row.get(label, 0) + 1
             raise SandboxTimeout(f"`{label}` did not finish within {timeout:g} s (an endless loop?)") from None
         except SandboxDied:
             self._drop_sandbox()

@@ -7,6 +7,7 @@ costs a fork; tests that end the process check that the next call gets a fresh o
 from __future__ import annotations
 
 import textwrap
+import time
 
 import pytest
 import torch
@@ -264,3 +265,31 @@ def test_a_gpu_runner_preloads_nothing_that_initialises_cuda(monkeypatch):
     monkeypatch.setattr(sandbox, "nvidia_driver_present", lambda: False)
     sandbox.warm_context(["bitsandbytes"])
     assert preloaded() == [*sandbox.PRELOAD, "bitsandbytes"]
+
+
+def test_a_function_that_timed_out_twice_in_a_row_is_not_called_again(course):
+    session = new_session(course, call_timeout_s=1)
+    try:
+        for _ in range(2):
+            with pytest.raises(SandboxTimeout, match="did not finish within 1 s"):
+                call(session, "sleep", 5)
+        begin = time.monotonic()
+        with pytest.raises(SandboxTimeout, match=r"`sleep` was not run: it did not finish in its last 2 calls"):
+            call(session, "sleep", 0.1)
+        assert time.monotonic() - begin < 0.5
+        assert call(session, "add", 1, 2) == 3  # other functions are called as usual
+    finally:
+        session.close()
+
+
+def test_a_call_that_finishes_resets_the_count_so_slow_functions_lose_nothing(course):
+    session = new_session(course, call_timeout_s=1)
+    try:
+        for seconds in (5, 0.1, 5, 0.1):
+            if seconds > 1:
+                with pytest.raises(SandboxTimeout):
+                    call(session, "sleep", seconds)
+            else:
+                assert call(session, "sleep", seconds) == seconds
+    finally:
+        session.close()
