@@ -26,8 +26,10 @@ import glob
 import os
 import platform
 import resource
+import select
 import signal
 import site
+import threading
 import sys
 from dataclasses import dataclass
 
@@ -65,6 +67,7 @@ class Walls:
     memory_mb: int = 4096
     protected: tuple[str, ...] = ()
     user_namespace: bool = False  # also as root: the path an unprivileged grader takes
+    owner: int = 0  # the grading process this sandbox works for: it ends when that one does
 
 
 def _check(ret: int, what: str) -> None:
@@ -161,6 +164,26 @@ def _read_only_everywhere() -> None:
         _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | locked)
 
 
+def exit_with(pid: int) -> None:
+    """End this process as soon as process `pid` ends (a watcher thread on its pidfd).
+
+    Grading processes form a chain: the CLI, its workers, each worker's sandboxes. multiprocessing's
+    forkservers stand in between and outlive their owner while any child lives, so a parent-death
+    signal would wait forever: each link watches the one it works for instead, and a grade command
+    killed with SIGKILL leaves nothing running."""
+    exit_now = os._exit  # bound now: student code in this process may replace os._exit later
+    try:
+        watched = os.pidfd_open(pid)
+    except ProcessLookupError:
+        exit_now(1)
+
+    def watch():
+        select.select([watched], [], [])
+        exit_now(1)
+
+    threading.Thread(target=watch, name=f"exit-with-{pid}", daemon=True).start()
+
+
 def _enter_namespaces(user_namespace: bool, mountpoint: str) -> str:
     """New mount, network, PID, IPC and UTS namespaces; through a user namespace when not root (or
     when asked). There the sandbox is root of nothing: its uid 0 is the grader's own unprivileged uid,
@@ -186,14 +209,23 @@ def _enter_namespaces(user_namespace: bool, mountpoint: str) -> str:
     return "user namespaces"
 
 
-def _become_pid_one() -> None:
-    """Fork into the new PID namespace; the outer process only mirrors the inner one's fate."""
+def _become_pid_one(owner: int) -> None:
+    """Fork into the new PID namespace; the outer process only mirrors the inner one's fate, and ends
+    (taking the inner one with it) when the grading process it works for ends."""
     pid = os.fork()
     if pid == 0:
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # getppid() is 0 here: nothing to check
         os.setsid()  # a group of its own: killpg(0) from student code reaches nothing outside
         return
-    _, status = os.waitpid(pid, 0)
+    # No thread can start here (it would belong to the new PID namespace): wait on both pidfds instead.
+    try:
+        watched = [os.pidfd_open(pid)] + ([os.pidfd_open(owner)] if owner else [])
+        select.select(watched, [], [])
+    except ProcessLookupError:
+        pass
+    ended, status = os.waitpid(pid, os.WNOHANG)
+    if not ended:  # the grading process is gone: the inner process follows through its death signal
+        os._exit(1)
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         signal.signal(sig, signal.SIG_DFL)
@@ -262,7 +294,7 @@ def isolate(walls: Walls, enforce: bool = True) -> dict[str, str]:
             paths = whitelist(walls.protected)  # with the grader's rights, before any are given up
             report["namespaces"] = _enter_namespaces(walls.user_namespace, walls.mountpoint)
             outer_pid, as_root = os.getpid(), report["namespaces"] == "namespaces"
-            _become_pid_one()
+            _become_pid_one(walls.owner)
             uid = SANDBOX_UID_BASE + outer_pid if as_root else None
             _build_root(walls, paths, uid or 0, uid or 0)
             report.update(files="whitelist root, read-only; private /tmp", network="none", processes="own PID namespace")
@@ -274,6 +306,8 @@ def isolate(walls: Walls, enforce: bool = True) -> dict[str, str]:
         except OSError as exc:
             report["isolation"] = f"not enforced: {exc}"
             home = home if os.path.isdir(home) else WORKDIR  # failed after pivot_root: the host path is gone
+    if os.getpid() != 1 and walls.owner:  # no outer process watches for us
+        exit_with(walls.owner)
     if "privileges" not in report:
         _limit(walls.memory_mb, processes=False)
     _clean_environment(home)

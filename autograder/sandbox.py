@@ -58,6 +58,7 @@ class SandboxSetup:
     isolate: bool = True
     protected: tuple[str, ...] = ()
     user_namespace: bool = False  # take the unprivileged grader's path even as root
+    owner: int = field(default_factory=os.getpid)  # the grading process; the sandbox ends with it
 
 
 class SandboxDied(Exception):
@@ -193,7 +194,7 @@ def child_main(conn, setup: SandboxSetup) -> None:
     import torch
 
     try:
-        walls = isolation.Walls(setup.workdir, setup.memory_mb, setup.protected, setup.user_namespace)
+        walls = isolation.Walls(setup.workdir, setup.memory_mb, setup.protected, setup.user_namespace, setup.owner)
         report = isolation.isolate(walls, setup.isolate)
         torch.set_num_threads(1)
         tripwires = Tripwires(setup.forbidden)

@@ -30,6 +30,7 @@ from autograder.devices import nvidia_driver_present
 from autograder.extraction import extract
 from autograder.handins import SubmissionFormatError, find_notebook, submission_digest, submission_hash
 from autograder.gradebook import Gradebook, SubmissionResult
+from autograder.isolation import exit_with
 
 WORKER_PRELOAD = ["torch", "transformers", "pytest", "autograder.oracle"]
 
@@ -139,7 +140,8 @@ def _died_result(job: Job, during: str) -> SubmissionResult:
 
 def _run_pool(todo: list[Job], workers: int, ctx):
     """Yield (job, outcome) per job; a job whose worker died yields (job, None) if it had started."""
-    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
+                             initializer=exit_with, initargs=(os.getpid(),)) as pool:
         pending = {pool.submit(grade_one, job): job for job in todo}
         try:
             while pending:

@@ -46,7 +46,8 @@ def warm_sandbox_start_s(assignment, code, isolate: bool = True) -> tuple[float,
         session.close()
 
 
-def grading_s(assignment, code) -> tuple[float, float, int]:
+def grading_s(assignment, code) -> tuple[float, float, int, dict]:
+    """First and warm run_suite times, the points, and where the warm run's time went."""
     from autograder.oracle import run_suite
 
     times, earned = [], 0.0
@@ -55,7 +56,10 @@ def grading_s(assignment, code) -> tuple[float, float, int]:
         session = run_suite(assignment, code)
         times.append(time.perf_counter() - begin)
         earned = sum(r.points_earned for r in session.results)
-    return times[0], times[1], earned
+    sandboxes = sum(session.sandbox_start_s)
+    stages = {"sandbox starts (fork, walls, notebook load)": sandboxes, "student calls (sandbox side)": session.used_s,
+              "grader side (pytest, references, comparisons, decoding)": times[1] - sandboxes - session.used_s}
+    return times[0], times[1], earned, stages
 
 
 def main() -> None:
@@ -77,9 +81,10 @@ def main() -> None:
                  f"{bare_start * 1000:.0f} ms", f"{bare_start / cold:.3f}x"))
     for assignment in course.assignments.values():
         sample = extract(ROOT / "samples" / assignment.id / "correct.ipynb")
-        first, warm, earned = grading_s(assignment, sample)
+        first, warm, earned, stages = grading_s(assignment, sample)
         rows.append((f"grade {assignment.id}/correct ({earned:g} pts), first run", f"{first:.2f} s", f"{first / cold:.2f}x"))
         rows.append((f"grade {assignment.id}/correct, warm worker", f"{warm:.2f} s", f"{warm / cold:.2f}x"))
+        rows += [(f"  of which {stage}", f"{seconds:.2f} s", f"{seconds / warm:.0%} of it") for stage, seconds in stages.items()]
     width = max(len(r[0]) for r in rows)
     print(f"| {'measurement'.ljust(width)} | time | vs cold import |")
     print(f"| {'-' * width} | --- | --- |")

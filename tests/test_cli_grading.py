@@ -136,6 +136,53 @@ def test_an_interrupted_batch_keeps_what_was_graded_and_the_rerun_grades_the_res
     assert _recorded(db) == 4
 
 
+def test_a_batch_killed_with_sigkill_leaves_nothing_running_and_resumes(make_course, tmp_path):
+    root = make_course()
+    batch = tmp_path / "batch"
+    slow = CORRECT + "import time\nPAUSE = time.sleep(2)\n"
+    for i in range(4):
+        write_notebook(batch / f"team{i}.ipynb", [nbformat.v4.new_code_cell(slow)])
+    db = tmp_path / "gradebook.db"
+    command = [sys.executable, "-m", "autograder.cli", "--course-root", str(root), "grade", ASSIGNMENT, str(batch),
+               "--gradebook", str(db), "--jobs", "2"]
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and _recorded(db) < 1:
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)  # the grade command alone, as the OOM killer or `kill -9` would
+    process.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    while _left_behind(process.pid, root) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _left_behind(process.pid, root) == []
+    with Gradebook.open(db) as gradebook:
+        before = {s.submission_id: s.graded_at for s in gradebook.submissions(ASSIGNMENT)}
+    assert 1 <= len(before) < 4
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(before)} unchanged submissions were not regraded" in rerun.stdout
+    with Gradebook.open(db) as gradebook:
+        after = {s.submission_id: s.graded_at for s in gradebook.submissions(ASSIGNMENT)}
+    assert len(after) == 4 and all(after[sid] == graded_at for sid, graded_at in before.items())
+
+
+def _left_behind(session: int, course_root) -> list[int]:
+    """Processes of a killed grade command: its session (workers, forkservers) or its sandboxes, which
+    lead sessions of their own but run the course's sandbox forkserver."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            sid = os.getsid(int(entry))
+            cmdline = open(f"/proc/{entry}/cmdline", "rb").read().decode(errors="replace")
+        except OSError:
+            continue
+        if sid == session or str(course_root) in cmdline:
+            found.append(int(entry))
+    return found
+
+
 def _recorded(db) -> int:
     if not db.exists():
         return 0

@@ -5,6 +5,8 @@ user-namespace path an unprivileged grader takes."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import textwrap
 import time
 import uuid
@@ -237,3 +239,32 @@ def _field(pid: int, name: str) -> int | None:
     except OSError:
         return None
     return None
+
+
+OWNER = '''
+import sys
+sys.path.insert(0, {tests!r})
+from conftest import call, student_session
+
+if __name__ == "__main__":
+    session = student_session({root!r}, {notebook!r})
+    session._ensure_sandbox()
+    print(session._sandbox.process.pid, flush=True)
+    call(session, "fork_bomb")  # spins until the grader kills it; here the grader itself is killed first
+'''
+
+
+def test_a_sandbox_ends_with_the_grading_process_it_works_for(course, tmp_path):
+    """A worker killed with SIGKILL (OOM killer, kill -9) must not leave a spinning sandbox behind."""
+    root, notebook = course
+    script = tmp_path / "owner.py"
+    script.write_text(OWNER.format(tests=str(Path(__file__).parent), root=str(root), notebook=str(notebook)))
+    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    sandbox = int(owner.stdout.readline())
+    time.sleep(1)
+    owner.kill()
+    owner.wait()
+    deadline = time.monotonic() + 10
+    while _field(sandbox, "PPid") is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _field(sandbox, "PPid") is None
