@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import ASSIGNMENT, write_course, write_notebook  # noqa: E402
+from table import print_table  # noqa: E402
 
 SUITE = '''import pytest
 import torch
@@ -103,11 +104,7 @@ def main() -> None:
         (f"batch of {n + 1} with an endless loop (10 s call timeout), 2 workers", loop_2, f"{loop_2 / one:.2f}x"),
         ("marginal cost of one more submission, 1 worker", (batch_1 - one) / (n - 1), "(per submission)"),
     ]
-    width = max(len(r[0]) for r in rows)
-    print(f"| {'measurement'.ljust(width)} | time | ratio |")
-    print(f"| {'-' * width} | --- | --- |")
-    for name, seconds, ratio in rows:
-        print(f"| {name.ljust(width)} | {seconds:.2f} s | {ratio} |")
+    print_table([(name, f"{seconds:.2f} s", ratio) for name, seconds, ratio in rows])
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from table import print_table
+
 ROOT = Path(__file__).resolve().parents[1]
 REPEATS = 5
 
@@ -85,11 +87,7 @@ def main() -> None:
         rows.append((f"grade {assignment.id}/correct ({earned:g} pts), first run", f"{first:.2f} s", f"{first / cold:.2f}x"))
         rows.append((f"grade {assignment.id}/correct, warm worker", f"{warm:.2f} s", f"{warm / cold:.2f}x"))
         rows += [(f"  of which {stage}", f"{seconds:.2f} s", f"{seconds / warm:.0%} of it") for stage, seconds in stages.items()]
-    width = max(len(r[0]) for r in rows)
-    print(f"| {'measurement'.ljust(width)} | time | vs cold import |")
-    print(f"| {'-' * width} | --- | --- |")
-    for name, value, ratio in rows:
-        print(f"| {name.ljust(width)} | {value} | {ratio} |")
+    print_table(rows, comparison="vs cold import")
 
 
 if __name__ == "__main__":

@@ -108,19 +108,8 @@ def test_verify_catches_points_that_disagree_with_the_config(make_course, course
 
 def test_an_interrupted_batch_keeps_what_was_graded_and_the_rerun_grades_the_rest(make_course, tmp_path):
     """Ctrl-C reaches the whole process group, as in a terminal; graded submissions stay recorded."""
-    root = make_course()
-    batch = tmp_path / "batch"
-    slow = CORRECT + "import time\nPAUSE = time.sleep(2)\n"
-    for i in range(4):
-        write_notebook(batch / f"team{i}.ipynb", [nbformat.v4.new_code_cell(slow)])
-    db = tmp_path / "gradebook.db"
-    command = [sys.executable, "-m", "autograder.cli", "--course-root", str(root), "grade", ASSIGNMENT, str(batch),
-               "--gradebook", str(db), "--jobs", "1"]
-    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and _recorded(db) < 1:
-        time.sleep(0.2)
+    root, db, command, process = _start_slow_batch(make_course(), tmp_path, jobs=1, stdout=subprocess.PIPE,
+                                                   stderr=subprocess.STDOUT, text=True)
     os.killpg(process.pid, signal.SIGINT)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 130, output
@@ -137,18 +126,8 @@ def test_an_interrupted_batch_keeps_what_was_graded_and_the_rerun_grades_the_res
 
 
 def test_a_batch_killed_with_sigkill_leaves_nothing_running_and_resumes(make_course, tmp_path):
-    root = make_course()
-    batch = tmp_path / "batch"
-    slow = CORRECT + "import time\nPAUSE = time.sleep(2)\n"
-    for i in range(4):
-        write_notebook(batch / f"team{i}.ipynb", [nbformat.v4.new_code_cell(slow)])
-    db = tmp_path / "gradebook.db"
-    command = [sys.executable, "-m", "autograder.cli", "--course-root", str(root), "grade", ASSIGNMENT, str(batch),
-               "--gradebook", str(db), "--jobs", "2"]
-    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and _recorded(db) < 1:
-        time.sleep(0.2)
+    root, db, command, process = _start_slow_batch(make_course(), tmp_path, jobs=2, stdout=subprocess.DEVNULL,
+                                                   stderr=subprocess.DEVNULL)
     os.kill(process.pid, signal.SIGKILL)  # the grade command alone, as the OOM killer or `kill -9` would
     process.wait(timeout=10)
     deadline = time.monotonic() + 15
@@ -181,6 +160,22 @@ def _left_behind(session: int, course_root) -> list[int]:
         if sid == session or str(course_root) in cmdline:
             found.append(int(entry))
     return found
+
+
+def _start_slow_batch(root, tmp_path, jobs: int, **popen):
+    """`grade` of four slow hand-ins in a session of its own, returned once the first is recorded."""
+    batch = tmp_path / "batch"
+    slow = CORRECT + "import time\nPAUSE = time.sleep(2)\n"
+    for i in range(4):
+        write_notebook(batch / f"team{i}.ipynb", [nbformat.v4.new_code_cell(slow)])
+    db = tmp_path / "gradebook.db"
+    command = [sys.executable, "-m", "autograder.cli", "--course-root", str(root), "grade", ASSIGNMENT, str(batch),
+               "--gradebook", str(db), "--jobs", str(jobs)]
+    process = subprocess.Popen(command, start_new_session=True, **popen)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and _recorded(db) < 1:
+        time.sleep(0.2)
+    return root, db, command, process
 
 
 def _recorded(db) -> int:
