@@ -129,6 +129,9 @@ def _build_root(walls: Walls, paths: list[str], uid: int, gid: int) -> None:
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
     _mount("tmpfs", _place(root, "/dev", directory=True), "tmpfs", MS_NOSUID, "size=64k,mode=0755")
+    # /tmp before the binds: an interpreter or environment installed under /tmp is bound on top of it.
+    _mount("tmpfs", _place(root, WORKDIR, directory=True), "tmpfs", MS_NOSUID | MS_NODEV,
+           f"size={WORKDIR_SIZE},mode=0700,uid={uid},gid={gid}")
     devices = [f"/dev/{name}" for name in _DEVICES] + sorted(p for p in glob.glob("/dev/nvidia*") if not os.path.isdir(p))
     gpu = ["/sys"] if os.path.exists("/dev/nvidiactl") else []  # the CUDA driver reads the PCI topology
     for path in [*paths, *devices, *gpu]:
@@ -142,8 +145,6 @@ def _build_root(walls: Walls, paths: list[str], uid: int, gid: int) -> None:
         f.write(f"root:x:0:0::/root:/usr/sbin/nologin\nstudent:x:{uid}:{gid}::{WORKDIR}:/usr/sbin/nologin\n")
     with open(f"{etc}/group", "w") as f:
         f.write(f"root:x:0:\nstudent:x:{gid}:\n")
-    _mount("tmpfs", _place(root, WORKDIR, directory=True), "tmpfs", MS_NOSUID | MS_NODEV,
-           f"size={WORKDIR_SIZE},mode=0700,uid={uid},gid={gid}")
     put_old = _place(root, "/.old_root", directory=True)
     _pivot_root(root, put_old)
     os.chdir("/")
