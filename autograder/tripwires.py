@@ -101,9 +101,9 @@ class Tripwires:
             return
         owner, name, original = found
         target = original.__func__ if isinstance(original, (staticmethod, classmethod)) else original
-        self._known_objects[api] = target
         if not inspect.isfunction(target):
-            return  # builtins and C bindings: the torch modes see them
+            self._known_objects[api] = target  # builtins and C bindings: the torch modes see them
+            return
         tripwires = self
 
         def guarded(*args, **kwargs):
@@ -160,6 +160,8 @@ class Tripwires:
         self._objects = {id(self._known_objects[api]): api for api in self.active if api in self._known_objects}
         self._allowed_modules = {id(m) for model in models for m in model.modules()}
         self._verdicts = {}
+        # Only for APIs the modes can see: they put every torch call through Python (about 10x on a
+        # loop-heavy function), which a pure-Python API, guarded by name, does not need.
         modes = [_FunctionMode(self), _DispatchMode(self)] if self._patterns or self._objects else []
         entered = []
         try:

@@ -130,3 +130,18 @@ def test_operator_patterns_name_the_kernel_family():
     assert "aten::_scaled_dot_product_*" in operator_patterns(SDPA)
     assert operator_patterns("bitsandbytes::*") == ("bitsandbytes::*",)
     assert operator_patterns("bitsandbytes.functional.quantize_4bit") == ("bitsandbytes::quantize_4bit",)
+
+
+def test_a_pure_python_api_is_guarded_without_the_torch_modes(monkeypatch):
+    """The modes put every torch call through Python; a name guard alone must not switch them on."""
+    from torch.overrides import _get_current_function_mode_stack
+    from transformers.generation.utils import GenerationMixin
+
+    from autograder.tripwires import Tripwires
+
+    monkeypatch.setattr(GenerationMixin, "generate", GenerationMixin.generate)  # restored after the test
+    wires = Tripwires([GENERATE, QUANTIZE])
+    with wires.watch([GENERATE]):
+        assert _get_current_function_mode_stack() == []
+    with wires.watch([QUANTIZE]):
+        assert len(_get_current_function_mode_stack()) == 1
