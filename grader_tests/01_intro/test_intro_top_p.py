@@ -7,9 +7,9 @@ Inputs are chosen so that no token's cumulative probability lies within 1e-3 (fp
 import pytest
 import torch
 
-from intro_references import assert_same_filter, random_logits, reference_top_p
+from intro_references import LOGITS_WARPERS, assert_same_filter, random_logits, reference_top_p
 
-pytestmark = pytest.mark.question("top_p_filter")
+pytestmark = [pytest.mark.question("top_p_filter"), pytest.mark.forbidden(*LOGITS_WARPERS)]
 
 
 def assert_top_p_matches(submission, logits, p, what):
