@@ -226,9 +226,10 @@ class GradingSession:
             note = f"`{label}` changed {setting}; the grader reset it (graded functions should leave it alone)"
             if note not in self.notes:
                 self.notes.append(note)
-        fed = reply.get("fed_tokens", [])
+        fed, batches = reply.get("fed_tokens", []), reply.get("fed_batches", [])
         for recorder in self.fed_recorders:
-            recorder.extend(int(n) for n in fed if isinstance(n, int))
+            recorder.per_call.extend(int(n) for n in fed if isinstance(n, int))
+            recorder.batch_sizes.extend(int(n) for n in batches if isinstance(n, int))
         return reply.get("value")
 
     def _drop_sandbox(self) -> None:
@@ -243,9 +244,10 @@ class GradingSession:
         self._drop_sandbox()
 
 
-@dataclass
+@dataclass(eq=False)  # a block's recorder is removed by identity, never by equal counts
 class FedTokens:
     per_call: list = field(default_factory=list)
+    batch_sizes: list = field(default_factory=list)
 
 
 class SubmissionProxy:
@@ -268,13 +270,14 @@ class SubmissionProxy:
     @contextlib.contextmanager
     def fed_tokens(self):
         """Count the token positions zoo models embed during the calls in this block:
-        `fed.per_call` holds one number per forward call (e.g. to tell a KV cache from re-feeding)."""
+        `fed.per_call` holds one number per forward call (e.g. to tell a KV cache from re-feeding),
+        `fed.batch_sizes` the batch size of each call (e.g. to tell one batch from a loop over prompts)."""
         record = FedTokens()
-        self._session.fed_recorders.append(record.per_call)
+        self._session.fed_recorders.append(record)
         try:
             yield record
         finally:
-            self._session.fed_recorders.remove(record.per_call)
+            self._session.fed_recorders.remove(record)
 
     @contextlib.contextmanager
     def raises(self, expected: type[BaseException]):

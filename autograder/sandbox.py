@@ -150,16 +150,22 @@ def _serve(conn, namespace: dict, tripwires: Tripwires) -> None:
         conn.send_bytes(_answer(request, namespace, handles, tripwires, torch, models))
 
 
-def _count_fed_tokens(models: list, fed: list[int]) -> None:
-    """Record how many positions each forward call of a zoo model embeds: what a hidden test needs to
-    tell a real KV cache from a loop that re-feeds the whole sequence (both give the same tokens)."""
+def _count_fed_tokens(models: list, fed: list[int], batches: list[int]) -> None:
+    """Record how many positions each forward call of a zoo model embeds, and for how many sequences:
+    what a hidden test needs to tell a real KV cache from a loop that re-feeds the whole sequence, or
+    one batch from a loop over its prompts (each pair gives the same tokens)."""
+    def record(module, args):
+        fed.append(int(args[0].shape[-1]))
+        batches.append(int(args[0].shape[0]) if args[0].dim() > 1 else 1)
+
     for model in models:
-        model.get_input_embeddings().register_forward_pre_hook(lambda module, args: fed.append(int(args[0].shape[-1])))
+        model.get_input_embeddings().register_forward_pre_hook(record)
 
 
 def _answer(request: dict, namespace: dict, handles: dict, tripwires: Tripwires, torch, models: list) -> bytes:
     fed: list[int] = []
-    _count_fed_tokens(models, fed)
+    batches: list[int] = []
+    _count_fed_tokens(models, fed, batches)
     target = request["target"]
     if isinstance(target, str):
         if target not in namespace:
@@ -184,7 +190,7 @@ def _answer(request: dict, namespace: dict, handles: dict, tripwires: Tripwires,
     changed = [name for name, (read, _) in _NUMERICS.items() if read(torch) != pinned[name]]
     _pin_numerics(torch)
     try:
-        return wire.encode_result({"ok": True, "value": value, "fed_tokens": fed, "numerics_changed": changed}, handles)
+        return wire.encode_result({"ok": True, "value": value, "fed_tokens": fed, "fed_batches": batches, "numerics_changed": changed}, handles)
     except Exception as exc:  # noqa: BLE001 - e.g. a tensor that cannot be serialised
         return wire.encode_message(_error_report("exception", exc))
 

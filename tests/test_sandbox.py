@@ -89,6 +89,10 @@ STUDENT_CODE = textwrap.dedent('''
 
     def sample(generator):
         return torch.rand(3, generator=generator)
+
+    def feed(model, ids, one_by_one):
+        rows = [ids[i:i + 1] for i in range(len(ids))] if one_by_one else [ids]
+        return [model(row).logits.shape[0] for row in rows]
 ''')
 
 
@@ -177,6 +181,20 @@ def test_modules_are_driven_through_handles(session):
 def test_generator_state_is_copied(session):
     expected = torch.rand(3, generator=torch.Generator().manual_seed(7))
     assert torch.equal(call(session, "sample", torch.Generator().manual_seed(7)), expected)
+
+
+def test_fed_tokens_counts_positions_and_batch_size_of_each_forward_call(session):
+    from autograder import zoo
+    from autograder.oracle import SubmissionProxy
+
+    model, ids = zoo.tiny_model("llama"), torch.randint(3, 100, (3, 5), generator=torch.Generator().manual_seed(0))
+    proxy = SubmissionProxy(session)
+    with proxy.fed_tokens() as whole, proxy.fed_tokens() as nested:
+        assert call(session, "feed", model, ids, False) == [3]
+    with proxy.fed_tokens() as looped:
+        assert call(session, "feed", model, ids, True) == [1, 1, 1]
+    assert (whole.per_call, whole.batch_sizes) == ([5], [3]) and nested.batch_sizes == [3]
+    assert (looped.per_call, looped.batch_sizes) == ([5, 5, 5], [1, 1, 1])
 
 
 def test_sys_exit_is_an_ordinary_failure(session):

@@ -13,6 +13,13 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
+# The library's own logits warpers do what tasks 3-5 ask students to write: calling one (directly, through
+# a LogitsProcessorList or any other wrapper) fails the test that made the call. Not forbidden in the
+# sampling and generation tests: a forbidden API puts torch's function and dispatch modes around every
+# call, which made a correct per-row Python loop over 20,000 rows ten times slower, past the call timeout.
+LOGITS_WARPERS = tuple(f"transformers.generation.logits_process.{name}.__call__"
+                       for name in ("TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper"))
+
 # Each goodness-of-fit check fails a correct sampler with probability ALPHA. The suite runs eight of
 # them, so a correct submission loses points in at most 8 * 1e-6 = 8e-6 of runs (well below 1e-4).
 ALPHA = 1e-6

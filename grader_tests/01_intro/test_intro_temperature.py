@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from autograder.testing import assert_close
-from intro_references import random_logits
+from intro_references import LOGITS_WARPERS, random_logits
 from transformers.generation.logits_process import TemperatureLogitsWarper
 
-pytestmark = pytest.mark.question("apply_temperature")
+pytestmark = [pytest.mark.question("apply_temperature"), pytest.mark.forbidden(*LOGITS_WARPERS)]
 
 
 @pytest.mark.points(1)

@@ -7,9 +7,9 @@ Inputs are chosen so that no token's cumulative probability lies within 1e-3 (fp
 import pytest
 import torch
 
-from intro_references import assert_same_filter, random_logits, reference_top_p
+from intro_references import LOGITS_WARPERS, assert_same_filter, random_logits, reference_top_p
 
-pytestmark = pytest.mark.question("top_p_filter")
+pytestmark = [pytest.mark.question("top_p_filter"), pytest.mark.forbidden(*LOGITS_WARPERS)]
 
 
 def assert_top_p_matches(submission, logits, p, what):
@@ -27,14 +27,20 @@ def test_matches_transformers(submission):
 
 
 @pytest.mark.points(1)
-def test_tiny_p_keeps_only_the_most_likely_token(submission):
+def test_tiny_p_keeps_only_the_most_likely_token_and_p_one_keeps_everything(submission):
+    """With p = 1e-4 only the most likely token stays; with p = 1 (a batch of one row) every token is part
+    of the nucleus."""
     assert_top_p_matches(submission, random_logits(5, 40, seed=31), 1e-4, "random logits [5, 40]")
+    assert_top_p_matches(submission, random_logits(1, 48, seed=32), 1.0, "random logits [1, 48]")
 
 
 @pytest.mark.points(1)
-def test_p_one_keeps_everything(submission):
-    """A batch of one row; with p = 1 every token is part of the nucleus."""
-    assert_top_p_matches(submission, random_logits(1, 48, seed=32), 1.0, "random logits [1, 48]")
+def test_large_logits_do_not_overflow(submission):
+    """The softmax is shift-invariant, so logits near 100 to 1000 give the same nucleus; exp() of them
+    overflows unless the maximum is subtracted first (torch.softmax does that)."""
+    logits = random_logits(4, 64, seed=34)
+    for offset, p in ((100.0, 0.75), (1000.0, 0.3)):
+        assert_top_p_matches(submission, logits + offset, p, f"random logits [4, 64] + {offset:g}")
 
 
 @pytest.mark.points(1)

@@ -30,7 +30,7 @@ def test_queries_and_keys_of_different_lengths(submission):
     check_attention(submission, q, k, v, what="scaled_dot_product_attention with 3 queries and 6 keys")
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_matches_torch_causal(submission):
     q, k, v = random_qkv(2, 4, 6, 16, seed=30)
     check_attention(submission, q, k, v, causal=True, what="scaled_dot_product_attention(q, k, v, causal=True)")
@@ -44,6 +44,31 @@ def test_matches_torch_with_an_explicit_mask(submission):
     mask[1, :, :, :2] = False
     check_attention(submission, q, k, v, mask=mask,
                     what="scaled_dot_product_attention(q, k, v, mask=<bool [2, 1, 1, 5], True = attend>)")
+
+
+@pytest.mark.points(1)
+def test_causal_together_with_a_padding_mask(submission):
+    """The text says: with both, a key is attended only where the causal mask and `mask` both allow it."""
+    q, k, v = random_qkv(2, 2, 6, 8, seed=45)
+    # Padding at the end of the first sequence and a hole in the second; key 0 stays visible to all.
+    mask = torch.ones(2, 1, 1, 6, dtype=torch.bool)
+    mask[0, :, :, 4:] = False
+    mask[1, :, :, 2] = False
+    check_attention(submission, q, k, v, causal=True, mask=mask,
+                    what="scaled_dot_product_attention(q, k, v, causal=True, mask=<bool [2, 1, 1, 6]>)")
+
+
+@pytest.mark.points(1)
+def test_masks_of_every_broadcastable_shape(submission):
+    """`mask` is any boolean tensor broadcastable to [batch, heads, q_len, k_len], not only [batch, 1, 1, k_len]."""
+    q, k, v = random_qkv(2, 3, 4, 8, key_len=5, seed=47)
+    generator = torch.Generator().manual_seed(48)
+    for shape in ((4, 5), (2, 3, 4, 5), (2, 1, 4, 5)):
+        mask = torch.rand(*shape, generator=generator) < 0.6
+        mask[..., 0] = True  # every query keeps at least one key
+        check_attention(submission, q, k, v, mask=mask,
+                        what=f"scaled_dot_product_attention(q [2, 3, 4, 8], k/v [2, 3, 5, 8], "
+                             f"mask=<bool {list(shape)}>)")
 
 
 @pytest.mark.points(1)

@@ -29,7 +29,7 @@ def check_batch(submission, model, tokenizer, prompts, gen_len, what):
                              hint=PADDED_ROWS_WRONG if only_unpadded_right else PADDING_HINT)
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_prompts_of_different_lengths(submission, llama, tokenizer):
     prompts = ["The cat sat on the mat", "Attention", "Rotary position embeddings rotate queries and keys"]
     check_batch(submission, llama, tokenizer, prompts, 8,
@@ -47,6 +47,19 @@ def test_one_token_prompt_in_a_qwen2_batch(submission, qwen2, tokenizer):
 def test_batch_of_one(submission, llama, tokenizer):
     check_batch(submission, llama, tokenizer, ["Batching needs padding"], 5,
                 what="batched_greedy_generate(tiny llama, one prompt, 5)")
+
+
+@pytest.mark.points(1)
+def test_calls_the_model_with_the_whole_batch(submission, llama, tokenizer):
+    """A loop over the prompts, one at a time, returns the right texts; only the batch size of the
+    model's forward calls (counted in the sandbox) tells it from one padded batch."""
+    prompts = ["Padding goes left", "A", "Every prompt of the batch is run together"]
+    with submission.fed_tokens() as fed:
+        check_batch(submission, llama, tokenizer, prompts, 4,
+                    what="batched_greedy_generate(tiny llama, 3 prompts, 4)")
+    assert fed.batch_sizes and set(fed.batch_sizes) == {len(prompts)}, (
+        f"batched_greedy_generate called the model with batch sizes {fed.batch_sizes} for {len(prompts)} "
+        f"prompts: run all prompts as one left-padded batch in every forward call, not one prompt at a time.")
 
 
 @pytest.mark.gpu

@@ -35,7 +35,7 @@ def test_batch_of_two_on_qwen2(submission, qwen2):
                              what="generate_with_kv_cache(tiny qwen2, 2 prompts of 5 tokens, 6)", hint=CACHE_HINT)
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_feeds_only_the_newest_token(submission, llama):
     """A loop that re-feeds the whole sequence and ignores the cache returns exactly the right tokens,
     so only what the model received can expose it. The model lives in the sandbox, out of the trusted

@@ -18,7 +18,7 @@ def student_module(submission, weights):
     return mha
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_matches_torch_multihead_attention_causal(submission):
     weights, x = projection_weights(seed=100), random_tensor(2, 6, D_MODEL, seed=104)
     assert_close_or_diagnose(student_module(submission, weights)(x, causal=True),
@@ -49,6 +49,13 @@ def test_batch_of_one_with_a_single_token(submission):
     assert_close_or_diagnose(student_module(submission, weights)(x, causal=True),
                              reference_multi_head_attention(weights, x, causal=True),
                              what="MultiHeadSelfAttention(64, 4) on one token of a batch of one", hint=MHA_HINT)
+
+
+@pytest.mark.points(1)
+def test_rejects_d_model_not_divisible_by_n_heads(submission):
+    for d_model, n_heads in ((64, 5), (30, 4)):
+        with submission.raises(ValueError):
+            submission.MultiHeadSelfAttention(d_model, n_heads)
 
 
 @pytest.mark.gpu

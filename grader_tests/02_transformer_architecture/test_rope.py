@@ -15,7 +15,7 @@ def check_rope(submission, x, positions, *, base, arch="llama", what):
                              mistakes=rope_mistakes(x, positions, base=base))
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_matches_llama_rotary_embedding(submission):
     x = random_tensor(2, 4, 6, 16, seed=200)
     check_rope(submission, x, torch.arange(6), base=10000.0,
@@ -36,6 +36,18 @@ def test_keeps_half_precision(submission, dtype):
     x = random_tensor(2, 2, 5, 16, seed=220, dtype=dtype)
     check_rope(submission, x, torch.arange(5), base=10000.0,
                what=f"apply_rope on {dtype} input (the result must stay {dtype})")
+
+
+@pytest.mark.points(1)
+def test_long_positions_in_half_precision(submission):
+    """Angles computed in fp16/bf16 (positions or frequencies in the input's dtype) are off by radians
+    at positions in the thousands; the text asks for fp32 angles."""
+    positions = torch.tensor([1000, 2047, 2049, 4097, 8191, 8193])
+    for dtype in (torch.float16, torch.bfloat16):
+        x = random_tensor(2, 2, 6, 64, seed=250, dtype=dtype)
+        check_rope(submission, x, positions, base=10000.0,
+                   what=f"apply_rope on {dtype} input at positions {positions.tolist()} "
+                        "(compute the angles in fp32, then return the input's dtype)")
 
 
 @pytest.mark.points(1)

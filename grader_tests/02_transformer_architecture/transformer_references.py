@@ -43,6 +43,8 @@ def assert_close_or_diagnose(actual, expected, *, what: str, mistakes=(), hint: 
         assert_close(actual, expected, what=what, **tolerance)
     except ToleranceError as error:
         for wrong, diagnosis in mistakes:
+            if not _same_nans(actual, wrong):
+                continue  # assert_close(equal_nan=True) lets a NaN of the mistake match any number
             try:
                 assert_close(actual, wrong, what=what, equal_nan=True, **tolerance)
             except ToleranceError:
@@ -51,6 +53,12 @@ def assert_close_or_diagnose(actual, expected, *, what: str, mistakes=(), hint: 
         if hint:
             raise ToleranceError(f"{error}\nHint: {hint}") from None
         raise
+
+
+def _same_nans(actual, wrong) -> bool:
+    if not (isinstance(actual, torch.Tensor) and isinstance(wrong, torch.Tensor)) or actual.shape != wrong.shape:
+        return True
+    return torch.equal(actual.detach().cpu().isnan(), wrong.detach().cpu().isnan())
 
 
 # ---- causal mask and attention ------------------------------------------------------------------
@@ -72,7 +80,10 @@ def causal_mask_mistakes(seq_len: int):
 
 
 def torch_attention(q, k, v, *, causal=False, mask=None):
-    """torch's SDPA on fp32 copies (so half-precision inputs get the exact answer), cast back."""
+    """torch's SDPA on fp32 copies (so half-precision inputs get the exact answer), cast back.
+    With `causal` and `mask` together (torch's SDPA refuses both), a key is allowed where both allow it."""
+    if causal and mask is not None:
+        mask, causal = mask & allowed_positions(q.shape[-2], device=q.device), False
     out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, is_causal=causal)
     return out.to(q.dtype)
 
@@ -89,6 +100,8 @@ def attention_mistakes(q, k, v, *, causal=False, mask=None):
     allowed = mask
     if causal:
         allowed = allowed_positions(q.shape[-2], device=q.device)
+        if mask is not None:
+            allowed = allowed & mask
     scale = 1 / math.sqrt(q.shape[-1])
     mistakes = [
         (_hand_attention(q, k, v, allowed, scale=1.0, softmax_dim=-1),
@@ -96,9 +109,19 @@ def attention_mistakes(q, k, v, *, causal=False, mask=None):
         (_hand_attention(q, k, v, allowed, scale=scale, softmax_dim=-2),
          "the softmax runs over the queries: each query's weights must sum to 1 over the keys (dim=-1)."),
     ]
+    if causal and mask is not None:
+        scaled = dict(scale=scale, softmax_dim=-1)
+        mistakes += [
+            (_hand_attention(q, k, v, mask, **scaled),
+             "with causal=True and a mask, you applied only the mask: a key must be allowed by both."),
+            (_hand_attention(q, k, v, allowed_positions(q.shape[-2], device=q.device), **scaled),
+             "with causal=True and a mask, you applied only the causal mask: a key must be allowed by both."),
+        ]
     if causal:
         for shift, problem in ((-1, "hides each position from itself"), (1, "lets each position see the next one")):
             off_by_one = allowed_positions(q.shape[-2], shift=shift, device=q.device)
+            if mask is not None:
+                off_by_one = off_by_one & mask
             mistakes.append((_hand_attention(q, k, v, off_by_one, scale=scale, softmax_dim=-1),
                              f"the causal mask is off by one: it {problem}; position i attends to j <= i."))
     return mistakes
