@@ -60,7 +60,9 @@ def assert_weights_on_the_grid(submission, name: str, method: str) -> None:
     weights = real_tensors(quantized(submission, zoo.tiny_model(name), method), original)
     for key in linear_weight_names(original):
         what = f'fake_quantize_linear_layers(tiny "{name}", "{method}"): {key}'
-        got = weights[key]
+        got = weights.get(key)
+        assert got is not None, (
+            f"{what} is missing: keep every nn.Linear with its weight Parameter (write the result back with weight.copy_)")
         assert got.dtype == torch.float32, f"{what} has dtype {got.dtype}: fake quantization keeps float32 weights"
         grid = GRIDS[method](original.get_parameter(key))
         steps = got.double() / grid.scale + grid.zero_point
@@ -106,6 +108,7 @@ def test_everything_but_linear_weights_is_unchanged(submission):
     for key, value in {**state, **buffers}.items():
         if key in linear_weights:
             continue
+        assert key in got, f'fake_quantize_linear_layers(tiny "qwen2", "absmax"): the returned model no longer holds {key}'
         assert_close(got[key], value, rtol=0, atol=0,
                      what=f'fake_quantize_linear_layers(tiny "qwen2" with non-zero biases, "absmax"): {key} must stay '
                           "unchanged (only nn.Linear weights are quantized; biases, norms, embeddings and buffers are not)")
