@@ -26,6 +26,11 @@ FORBIDDEN = (
     "torch.fake_quantize_per_tensor_affine",
     "torch.quantize_per_channel",
     "torch.fake_quantize_per_channel_affine",
+    # the same operations reached through torch.ops under their other names
+    "aten::quantize_per_*",
+    "aten::fake_quantize_per_*",
+    "aten::_fake_quantize_*",
+    "quantized_decomposed::*",
 )
 
 # |x / scale - (k + 0.5)| below which either neighbour is a correct code. x / scale is at most 255
@@ -97,6 +102,33 @@ def assert_codes_dtype(codes, dtype: torch.dtype, *, what: str) -> None:
         raise AssertionError(f"{what}: expected a torch.Tensor of codes, got {type(codes).__name__}")
     if codes.dtype != dtype:
         raise AssertionError(f"{what}: codes have dtype {codes.dtype}; they must be stored as {dtype}")
+
+
+def assert_dtype(value, dtype: torch.dtype, *, what: str, zero_dim: bool = True) -> None:
+    """A returned scale or zero point: a tensor of the promised dtype (0-dim where promised)."""
+    if not isinstance(value, torch.Tensor):
+        raise AssertionError(f"{what}: expected a 0-dim torch.Tensor, got {type(value).__name__}")
+    if value.dtype != dtype:
+        raise AssertionError(f"{what}: dtype {value.dtype}, expected {dtype}")
+    if zero_dim and value.dim() != 0:
+        raise AssertionError(f"{what}: shape {list(value.shape)}, expected a 0-dim tensor (shape [])")
+
+
+def real_tensors(model, reference) -> dict[str, torch.Tensor]:
+    """The parameters and buffers a returned model really holds, read module by module from its
+    `_parameters` and `_buffers`, not through `state_dict()`/`named_parameters()`, which a model can
+    override to show work it did not do. `reference` is a zoo model of the same architecture."""
+    tensors = {}
+    for name, module in reference.named_modules():
+        if not module._parameters and not module._buffers:
+            continue
+        remote = model.get_submodule(name)
+        for kind in ("_parameters", "_buffers"):
+            if getattr(module, kind):
+                for key, value in getattr(remote, kind).items():
+                    if value is not None:
+                        tensors[f"{name}.{key}" if name else key] = value
+    return tensors
 
 
 def fake_quantized_model(name: str, method: str):

@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from int8_references import FORBIDDEN, absmax_grid, assert_codes, assert_codes_dtype, assert_within_half_a_step
+from int8_references import (FORBIDDEN, absmax_grid, assert_codes, assert_codes_dtype, assert_dtype,
+                             assert_within_half_a_step)
 
 from autograder.testing import assert_close
 
@@ -17,18 +18,25 @@ def weights(*shape, seed=0, device="cpu") -> torch.Tensor:
 
 
 def assert_matches_reference(submission, x: torch.Tensor) -> None:
+    what = f"absmax_quantize(x) for {x.dtype} x"
     q, scale = submission.absmax_quantize(x)
     grid = absmax_grid(x)
-    assert_codes_dtype(q, torch.int8, what="absmax_quantize(x)")
-    assert q.device == x.device, f"absmax_quantize(x): codes are on {q.device}, x was on {x.device}"
+    assert_codes_dtype(q, torch.int8, what=what)
+    assert q.device == x.device, f"{what}: codes are on {q.device}, x was on {x.device}"
+    assert_dtype(scale, x.dtype, what=f"{what}: scale (a 0-dim tensor of x's dtype, not upcast)")
     assert_close(scale, torch.tensor(grid.scale, dtype=x.dtype, device=x.device),
-                 what="absmax_quantize(x) scale (max|x| / 127, a 0-dim tensor of x's dtype)")
-    assert_codes(q, grid, what="absmax_quantize(x) codes (round(x / scale), half to even)")
+                 what=f"{what}: scale (max|x| / 127, a 0-dim tensor of x's dtype)")
+    if x.dtype == torch.float32:
+        assert_codes(q, grid, what=f"{what}: codes (round(x / scale), half to even)")
+    else:  # x / scale computed in 16 bits, or with the 16-bit scale in float32, may round one code apart
+        assert_close(q.cpu(), grid.codes().to(torch.int8), atol=1,
+                     what=f"{what}: codes (round(x / scale); 16-bit arithmetic may land one code apart)")
 
 
 @pytest.mark.points(1)
 def test_codes_and_scale_match_the_reference(submission):
-    assert_matches_reference(submission, weights(48, 40))
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        assert_matches_reference(submission, weights(48, 40).to(dtype))
 
 
 @pytest.mark.points(1)
@@ -40,6 +48,16 @@ def test_codes_stay_within_minus_127_and_127(submission):
     assert low >= -127, f"codes reach {low}: absmax quantization is symmetric and clamps to [-127, 127]"
     assert (low, high) == (-127, 127), (
         f"codes span [{low}, {high}]: the entries with |x| = max|x| must map to -127 and 127 (scale = max|x| / 127)")
+    # In bfloat16, scale = max|x| / 127 rounds down here and max|x| / scale comes out as 128 (in bf16
+    # and in float32 alike): only the clamp keeps the code at 127 (int8(128) wraps around to -128).
+    amax = 0.010986328125
+    x = torch.tensor([amax, -amax, amax / 2, 0.0], dtype=torch.bfloat16)
+    q, _ = submission.absmax_quantize(x)
+    codes = [int(c) for c in q]
+    assert -127 <= min(codes) and max(codes) <= 127 and codes[0] >= 126 and codes[1] <= -126, (
+        f"absmax_quantize(bfloat16 [{amax}, -{amax}, {amax / 2}, 0]) gave codes {codes}: in bfloat16 "
+        "max|x| / scale rounds to 128 here, so clamp round(x / scale) to [-127, 127] before the cast to int8 "
+        "(expected [127, -127, 64, 0], one code apart allowed)")
 
 
 @pytest.mark.points(1)
@@ -61,9 +79,12 @@ def test_all_zero_input(submission):
 @pytest.mark.points(1)
 def test_dequantize(submission):
     q = torch.randint(-127, 128, (8, 12), dtype=torch.int8, generator=torch.Generator().manual_seed(2))
-    scale = torch.tensor(0.0123)
-    assert_close(submission.absmax_dequantize(q, scale), q.float() * scale,
-                 what="absmax_dequantize(q, scale) (q * scale, in the scale's dtype)")
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        scale = torch.tensor(0.0123, dtype=dtype)
+        restored = submission.absmax_dequantize(q, scale)
+        what = f"absmax_dequantize(q, {dtype} scale) (q * scale, in the scale's dtype)"
+        assert_dtype(restored, dtype, what=what, zero_dim=False)
+        assert_close(restored, (q.double() * scale.double()).to(dtype), what=what)
 
 
 @pytest.mark.points(1)

@@ -27,6 +27,9 @@ def assert_report(submission, device: str) -> None:
         what = f'compare_precisions(tiny "qwen2" on {device}, input_ids)["{key}"]'
         assert isinstance(got[key], dict) and set(got[key]) == set(expected[key]), (
             f"{what} must be a dict with the keys {sorted(expected[key])}, got {got[key]!r:.200}")
+        for stat, value in got[key].items():
+            assert type(value) is float, (
+                f'{what}["{stat}"]: expected a plain Python float, got {type(value).__name__} (use .item())')
         assert_close(got[key]["token_agreement"], expected[key]["token_agreement"], rtol=0,
                      atol=(AGREEMENT_POSITIONS + 0.5) / ids.numel(),
                      what=f'{what}["token_agreement"] (share of the {ids.numel()} positions whose argmax token agrees with float32)')

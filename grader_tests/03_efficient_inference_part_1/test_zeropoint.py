@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from int8_references import FORBIDDEN, assert_codes, assert_codes_dtype, assert_within_half_a_step, zeropoint_grid
+from int8_references import (FORBIDDEN, assert_codes, assert_codes_dtype, assert_dtype, assert_within_half_a_step,
+                             zeropoint_grid)
 
 from autograder.testing import assert_close
 
@@ -26,24 +27,43 @@ def assert_matches_reference(submission, x: torch.Tensor, what: str) -> None:
     q, scale, zero_point = submission.zeropoint_quantize(x)
     grid = zeropoint_grid(x)
     assert_codes_dtype(q, torch.uint8, what=what)
+    assert_dtype(scale, x.dtype, what=f"{what} scale (a 0-dim tensor of x's dtype, not upcast)")
     assert_close(scale, torch.tensor(grid.scale, dtype=x.dtype),
                  what=f"{what} scale ((max(x, 0) - min(x, 0)) / 255, a 0-dim tensor of x's dtype)")
-    assert whole_number(zero_point, f"{what} zero point") == grid.zero_point, (
-        f"{what}: zero point {float(zero_point):g}, expected {grid.zero_point} (round(-min(x, 0) / scale))")
-    assert_codes(q, grid, what=f"{what} codes (round(x / scale) + zero point, clamped to [0, 255])")
+    number = whole_number(zero_point, f"{what} zero point")
+    if x.dtype == torch.float32:
+        assert number == grid.zero_point, (
+            f"{what}: zero point {float(zero_point):g}, expected {grid.zero_point} (round(-min(x, 0) / scale))")
+        assert_codes(q, grid, what=f"{what} codes (round(x / scale) + zero point, clamped to [0, 255])")
+    else:  # -min / scale and x / scale computed in 16 bits may round one code apart
+        assert abs(number - grid.zero_point) <= 1, (
+            f"{what}: zero point {float(zero_point):g}, expected {grid.zero_point} (round(-min(x, 0) / scale))")
+        assert_close(q, grid.codes().to(torch.uint8), atol=1,
+                     what=f"{what} codes (round(x / scale) + zero point; 16-bit arithmetic may land one code apart)")
+    assert_dtype(zero_point, torch.int64, what=f"{what} zero point (a 0-dim torch.int64 tensor)")
 
 
 @pytest.mark.points(1)
 def test_codes_scale_and_zero_point_match_the_reference(submission):
-    assert_matches_reference(submission, activations(40, 48), "zeropoint_quantize(x)")
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        assert_matches_reference(submission, activations(40, 48).to(dtype), f"zeropoint_quantize({dtype} x)")
 
 
 @pytest.mark.points(1)
-def test_zero_point_is_a_whole_number(submission):
+def test_zero_point_is_rounded_half_to_even(submission):
     x = torch.tensor([-1.0, 0.0, 0.5, 2.0])  # -min / scale = 85, an exact whole number ...
     x[0] = -1.01  # ... moved off it: 85.x must be rounded
     _, _, zero_point = submission.zeropoint_quantize(x)
     assert whole_number(zero_point, "zeropoint_quantize([-1.01, 0, 0.5, 2]) zero point") == zeropoint_grid(x).zero_point
+    # scale is exactly 1 and -min / scale = 12.5, an exact tie: round half to even gives 12 (not 13);
+    # then q = round(x / scale) + 12, each x / scale an exact tie as well.
+    x = torch.tensor([-12.5, 0.0, 2.5, 3.5, 242.5])
+    q, _, zero_point = submission.zeropoint_quantize(x)
+    what = "zeropoint_quantize([-12.5, 0, 2.5, 3.5, 242.5]) (scale 1; ties round half to even, as torch.round does)"
+    assert whole_number(zero_point, f"{what}: zero point") == 12, (
+        f"{what}: zero point {float(zero_point):g}, expected round(12.5) = 12")
+    assert_close(q, torch.tensor([0, 12, 14, 16, 254], dtype=torch.uint8),
+                 what=f"{what}: codes (round(x / scale) first, then + zero point)")
 
 
 @pytest.mark.points(1)
@@ -72,16 +92,21 @@ def test_all_zero_input(submission):
     assert_close(q, torch.zeros(2, 5, dtype=torch.uint8), what="zeropoint_quantize(zeros) codes")
     assert_close(scale, torch.tensor(1.0), what="zeropoint_quantize(zeros) scale (1 by the notebook's convention, never 0 or NaN)")
     assert whole_number(zero_point, "zeropoint_quantize(zeros) zero point") == 0, "zeropoint_quantize(zeros): zero point must be 0"
+    assert_dtype(zero_point, torch.int64, what="zeropoint_quantize(zeros) zero point (a 0-dim torch.int64 tensor)")
 
 
 @pytest.mark.points(1)
 def test_dequantize_codes_below_the_zero_point(submission):
     q = torch.arange(0, 256, 15, dtype=torch.uint8)
     scale, zero_point = torch.tensor(0.02), torch.tensor(100)
-    expected = (q.double() - 100) * 0.02
-    assert_close(submission.zeropoint_dequantize(q, scale, zero_point), expected.float(),
-                 what="zeropoint_dequantize(q, scale=0.02, zero_point=100) ((q - zero point) * scale; convert q "
-                      "from uint8 before subtracting, or codes below the zero point wrap around)")
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        scale = torch.tensor(0.02, dtype=dtype)
+        expected = ((q.double() - 100) * scale.double()).to(dtype)
+        restored = submission.zeropoint_dequantize(q, scale, zero_point)
+        what = (f"zeropoint_dequantize(q, {dtype} scale=0.02, zero_point=100) ((q - zero point) * scale, in the "
+                "scale's dtype; convert q from uint8 before subtracting, or codes below the zero point wrap around)")
+        assert_dtype(restored, dtype, what=what, zero_dim=False)
+        assert_close(restored, expected, what=what)
 
 
 @pytest.mark.points(1)

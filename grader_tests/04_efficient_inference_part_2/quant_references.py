@@ -19,6 +19,7 @@ SNAPSHOT = Path(__file__).parent / "snapshots" / "cuda_kernels.pt"
 FORBIDDEN_BNB = (
     "bitsandbytes.functional.int8_vectorwise_quant",
     "bitsandbytes.functional.int8_vectorwise_dequant",
+    "bitsandbytes.functional.int8_double_quant",
     "bitsandbytes.functional.int8_linear_matmul",
     "bitsandbytes.functional.int8_mm_dequant",
     "bitsandbytes.functional.quantize_4bit",
@@ -28,6 +29,7 @@ FORBIDDEN_BNB = (
     "bitsandbytes.matmul",
     "bitsandbytes.nn.Linear8bitLt.forward",
     "bitsandbytes.nn.Linear4bit.forward",
+    "bitsandbytes::*",  # every bitsandbytes operator, also reached through torch.ops.bitsandbytes
 )
 
 
@@ -113,6 +115,17 @@ def bnb_nf4_dequantize(codes: torch.Tensor, absmax: torch.Tensor, blocksize: int
     state = QuantState(absmax=absmax, shape=codes.shape, code=bnbf.get_4bit_type("nf4", device=codes.device),
                        blocksize=blocksize, quant_type="nf4", dtype=torch.float32)
     return bnbf.dequantize_4bit(packed, state)
+
+
+def nf4_reference_dequantize(codes: torch.Tensor, absmax: torch.Tensor, blocksize: int = 64) -> torch.Tensor:
+    """NF4_CODE[code] * absmax of the element's block, in float64 then float32 (bitsandbytes' CPU
+    dequantize_4bit is wrong for some shapes, see NUMERICS.md; its codes and absmax are right)."""
+    import bitsandbytes.functional as bnbf
+
+    table = bnbf.get_4bit_type("nf4", device="cpu").double()
+    values = table[codes.reshape(-1).long()]
+    block_of = torch.arange(values.numel()) // blocksize
+    return (values * absmax.double()[block_of]).float().reshape(codes.shape)
 
 
 def token_level_perplexity(model, tokenizer, texts: list[str]) -> float:

@@ -37,7 +37,7 @@ def assert_relative_error(actual, expected, bound: float, what: str) -> None:
     )
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_close_to_fp32_with_outlier_features(submission):
     for seed in (0, 1):
         x, weight, bias = layer_inputs(seed)
@@ -64,6 +64,21 @@ def test_without_outliers_is_the_vectorwise_int8_matmul(submission):
                  rtol=1e-5, atol=1e-5,
                  what="int8_linear_with_outliers(x, weight) without outliers (expected: per-row int8 codes "
                       "of x and of weight, their exact integer product, times row_scale_x * row_scale_w / 127**2)")
+
+
+@pytest.mark.points(1)
+def test_uses_the_given_threshold_and_keeps_x_dtype(submission):
+    # A threshold no value reaches (the notebook's "no outlier split") leaves every column, the
+    # outliers of magnitude 20-40 included, to the int8 product: 3% from the split result.
+    x, weight, bias = layer_inputs(4)
+    expected = int8_vectorwise_linear(x, weight) + bias
+    assert_close(submission.int8_linear_with_outliers(x, weight, bias, threshold=1e9), expected, rtol=1e-5, atol=1e-5,
+                 what="int8_linear_with_outliers(x, weight, bias, threshold=1e9) (no column reaches the threshold, so "
+                      "everything goes through int8: use the threshold argument)")
+    half = x.half(), weight.half(), bias.half()
+    out = submission.int8_linear_with_outliers(*half)
+    assert_relative_error(out, (x @ weight.T + bias).half(), FP32_BOUND,
+                          what="int8_linear_with_outliers on float16 CPU tensors (the result keeps x's dtype, float16)")
 
 
 @pytest.mark.gpu

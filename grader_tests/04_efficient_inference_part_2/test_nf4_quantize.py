@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from autograder.testing import assert_close
-from quant_references import FORBIDDEN_BNB, bnb_nf4, generator, needs_cuda_reference
+from quant_references import FORBIDDEN_BNB, bnb_nf4, expect_tensor, generator, needs_cuda_reference
 
 pytestmark = [pytest.mark.question("nf4_quantize"), pytest.mark.forbidden(*FORBIDDEN_BNB)]
 
@@ -19,13 +19,32 @@ def assert_absmax_per_block(absmax, expected, numel: int, blocksize: int = 64) -
     assert_close(absmax, expected, what=f"absmax of nf4_quantize (the max |w| of each block of {blocksize})")
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_codes_match_bitsandbytes(submission):
     w = torch.randn(48, 40, generator=generator(8)) * 0.02  # 30 blocks of 64
     codes, absmax = bnb_nf4(w)
     q, q_absmax = submission.nf4_quantize(w)
     assert_absmax_per_block(q_absmax, absmax, w.numel())
     assert_close(q, codes, what="codes of nf4_quantize(w) (index 0..15 of the nearest NF4 value to w / block absmax)")
+
+
+@pytest.mark.points(1)
+def test_other_blocksize_and_half_precision_input(submission):
+    w = torch.randn(12, 50, generator=generator(14))  # 600 elements: 4 blocks of 128 and one of 88
+    w[0, :5] *= 8  # the first block's absmax differs clearly from a block of 64's
+    codes, absmax = bnb_nf4(w, blocksize=128)
+    q, q_absmax = submission.nf4_quantize(w, blocksize=128)
+    assert_absmax_per_block(q_absmax, absmax, w.numel(), blocksize=128)
+    assert_close(q, codes, what="codes of nf4_quantize(w, blocksize=128) (use the blocksize argument)")
+    for dtype in (torch.float16, torch.bfloat16):
+        half = w.to(dtype)
+        codes, absmax = bnb_nf4(half.float())  # the 16-bit values, exactly, in float32
+        q, q_absmax = submission.nf4_quantize(half)
+        what = f"nf4_quantize(w) for {dtype} w"
+        expect_tensor(q, w.shape, torch.uint8, f"codes of {what}")
+        expect_tensor(q_absmax, absmax.shape, torch.float32, f"absmax of {what} (float32 whatever w's dtype)")
+        assert_close(q_absmax, absmax, what=f"absmax of {what}")
+        assert_close(q, codes, what=f"codes of {what}")
 
 
 @pytest.mark.points(1)

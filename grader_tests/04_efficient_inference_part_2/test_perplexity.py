@@ -17,12 +17,19 @@ TEXTS = [
     "Hello world, hello model.",
 ]
 RTOL = 1e-4
+ONE_TOKEN = "The"
+
+
+def plain_float(value, what: str):
+    assert type(value) is float, f"{what}: expected a plain Python float, got {type(value).__name__} (use .item() or math.exp)"
+    return value
 
 
 @pytest.mark.points(2)
 def test_matches_token_level_reference(submission):
     model, tokenizer = zoo.tiny_model("llama"), zoo.tiny_tokenizer()
-    assert_close(submission.perplexity(model, tokenizer, TEXTS), token_level_perplexity(model, tokenizer, TEXTS),
+    got = plain_float(submission.perplexity(model, tokenizer, TEXTS), "perplexity(model, tokenizer, texts)")
+    assert_close(got, token_level_perplexity(model, tokenizer, TEXTS),
                  rtol=RTOL, atol=0,
                  what="perplexity(model, tokenizer, texts) for 3 texts of different lengths (every predicted "
                       "token of every text weighs the same: exp(total NLL / number of predicted tokens))")
@@ -31,9 +38,11 @@ def test_matches_token_level_reference(submission):
 @pytest.mark.points(1)
 def test_other_architecture(submission):
     model, tokenizer = zoo.tiny_model("qwen2"), zoo.tiny_tokenizer()
-    texts = TEXTS[::-1]
+    texts = TEXTS[::-1] + [ONE_TOKEN]
+    assert len(tokenizer(ONE_TOKEN).input_ids) == 1
     assert_close(submission.perplexity(model, tokenizer, texts), token_level_perplexity(model, tokenizer, texts),
-                 rtol=RTOL, atol=0, what="perplexity(...) of the tiny Qwen2 model on 3 texts")
+                 rtol=RTOL, atol=0, what=f"perplexity(...) of the tiny Qwen2 model on 4 texts, the last one a single "
+                                         f"token ({ONE_TOKEN!r}: it predicts nothing and adds nothing to the average)")
 
 
 @pytest.mark.points(1)

@@ -9,13 +9,26 @@ from quant_references import FORBIDDEN_BNB, bnb_int8, expect_tensor, generator, 
 pytestmark = [pytest.mark.question("vectorwise_quantize"), pytest.mark.forbidden(*FORBIDDEN_BNB)]
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_codes_and_row_scales_match_bitsandbytes(submission):
     x = torch.randn(32, 96, generator=generator(1)) * 3
     codes, scales, _ = bnb_int8(x)
     q, row_scale = submission.vectorwise_quantize(x)
     assert_close(row_scale, scales, what="row_scale of vectorwise_quantize(x) (the absmax of each row)")
     assert_close(q, codes, what="codes of vectorwise_quantize(x) (round(x * 127 / row absmax) per row: symmetric, -127..127)")
+
+
+@pytest.mark.points(1)
+def test_half_precision_input_on_the_cpu(submission):
+    for dtype in (torch.float16, torch.bfloat16):
+        x = (torch.randn(24, 80, generator=generator(13)) * 3).to(dtype)
+        codes, scales, _ = bnb_int8(x.float())  # the 16-bit values, exactly, in float32
+        q, row_scale = submission.vectorwise_quantize(x)
+        what = f"vectorwise_quantize(x) for {dtype} x on the CPU"
+        expect_tensor(q, x.shape, torch.int8, f"codes of {what}")
+        expect_tensor(row_scale, x.shape[:1], torch.float32, f"row_scale of {what} (float32 whatever x's dtype)")
+        assert_close(row_scale, scales, what=f"row_scale of {what} (the absmax of each row)")
+        assert_close(q, codes, atol=1, what=f"codes of {what} (computed in float32; one code apart allowed)")
 
 
 @pytest.mark.points(1)
