@@ -166,7 +166,7 @@ def assert_close(
     r, a = (rtol if rtol is not None else r), (atol if atol is not None else a)
     ad, ed = a_cpu.double(), e_cpu.double()
     a_nan, e_nan = ad.isnan(), ed.isnan()
-    nan_bad = a_nan & ~e_nan if equal_nan else a_nan | e_nan
+    nan_bad = a_nan ^ e_nan if equal_nan else a_nan | e_nan  # equal_nan: NaN matches NaN, nothing else
     if nan_bad.any():
         first = int(nan_bad.flatten().nonzero()[0])
         raise ToleranceError(

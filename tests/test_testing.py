@@ -117,6 +117,8 @@ def test_equal_nan_accepts_matching_nans_only():
     assert_close(expected.clone(), expected, equal_nan=True)
     assert "1 NaN values where the reference has numbers" in failure(
         torch.tensor([math.nan, math.nan]), expected, equal_nan=True)
+    # A NaN in the reference matches only a NaN, not whatever number the student returned.
+    assert "1 numbers where the reference has NaN" in failure(torch.tensor([1.0, 5.0]), expected, equal_nan=True)
 
 
 def test_matching_infinities_pass():
