@@ -12,7 +12,8 @@ Isolation is a whitelist, not a list of secrets. The child:
    NVIDIA devices on a GPU runner); a size-limited tmpfs at /tmp that is HOME, TMPDIR and the working
    directory; then `pivot_root` into it and detaches the host's file system entirely;
 5. drops to an unprivileged uid of its own (as root) or keeps the mapped uid (user namespace),
-   without capabilities and with `no_new_privs`; limits processes, address space and file size.
+   without capabilities and with `no_new_privs`; limits processes, memory and file size; and ends
+   when the grading process it works for ends.
 
 Where the kernel refuses namespaces the sandbox still runs (process separation keeps verdicts safe)
 and the report says what was not enforced; the grader records it with the submission.
@@ -29,8 +30,8 @@ import resource
 import select
 import signal
 import site
-import threading
 import sys
+import threading
 from dataclasses import dataclass
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
