@@ -136,3 +136,12 @@ def test_verify_mutants_fails_below_the_threshold(make_course, course_config, ca
     assert status == 1
     assert "mutation score" in err and "below its threshold 90%" in err and "comparison swapped" in err
     assert f"{ASSIGNMENT}: FAILED" in out
+
+
+def test_mutants_command_prints_the_score_and_writes_the_page(make_course, tmp_path, capsys):
+    root = make_course()  # HIDDEN_SUITE kills every mutant of the demo solution
+    assert main(["--course-root", str(root), "mutants", "--max", "1", "--jobs", "1", "--html", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{ASSIGNMENT}: 1/1 killed (100%), 0 survived, 0 timed out, 0 errors (sample of 5)" in out
+    assert "per question:\n    top_k_filter: 1/1 killed" in out
+    assert "mutation report" in (tmp_path / f"{ASSIGNMENT}_mutants.html").read_text()
