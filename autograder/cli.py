@@ -65,11 +65,47 @@ def cmd_verify(course: Course, args: argparse.Namespace) -> int:
     status = 0
     for assignment in course.select(args.assignments):
         problems = verify(assignment, jobs=args.jobs)
+        if args.mutants and not problems:
+            problems = _mutation_problems(assignment, args)
         for problem in problems:
             print(problem, file=sys.stderr)
         print(f"{assignment.id}: {'FAILED' if problems else 'verified'}")
         status = status or (1 if problems else 0)
     return status
+
+
+def cmd_mutants(course: Course, args: argparse.Namespace) -> int:
+    """Grade mutants of each solution with its hidden suite; print the score and every survivor."""
+    from autograder.mutants import format_report, run, write_html
+
+    status = 0
+    for assignment in course.select(args.assignments):
+        report = run(assignment, limit=args.max, jobs=args.jobs)
+        print(format_report(report))
+        if args.html:
+            print(f"wrote {write_html(report, assignment, args.html)}")
+        status = status or (1 if report.solution_problem else 0)
+    return status
+
+
+def _mutation_problems(assignment, args: argparse.Namespace) -> list[str]:
+    """`verify --mutants`: the suite must kill at least the assignment's `mutation_threshold` of the mutants."""
+    from autograder.mutants import run
+
+    threshold = assignment.mutation_threshold
+    if threshold is None:  # mutants cost a sandbox run each: only where someone asked for a bar
+        print(f"{assignment.id}: no mutation_threshold in course_config.py, mutants not graded")
+        return []
+    report = run(assignment, limit=args.max, jobs=args.jobs)
+    print(report.line())
+    if report.solution_problem:
+        return [f"{assignment.id}: mutants: {report.solution_problem}"]
+    if report.score < threshold:
+        survivors = ", ".join(f"{v.mutant.id} ({v.mutant.function}: {v.mutant.kind})"
+                              for v in report.verdicts if v.status == "survived")
+        return [f"{assignment.id}: mutation score {report.score:.0%} is below its threshold {threshold:.0%} "
+                f"(`autograder mutants {assignment.id}` shows each survivor's diff); survivors: {survivors or 'none'}"]
+    return []
 
 
 def cmd_grade(course: Course, args: argparse.Namespace) -> int:
@@ -206,7 +242,24 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("assignments", nargs="*", metavar="ASSIGNMENT",
                         help="assignment ids (default: every assignment in course_config.py)")
     verify.add_argument("--jobs", type=int, help="parallel grading workers (default: CPU count)")
+    verify.add_argument("--mutants", action="store_true",
+                        help="also grade mutants of the solution; fail an assignment whose mutation score is below "
+                             "its mutation_threshold in course_config.py")
+    verify.add_argument("--max", type=int, metavar="N", help="with --mutants: grade at most N mutants (a fixed sample)")
     verify.set_defaults(run=cmd_verify)
+
+    mutants = commands.add_parser(
+        "mutants", help="how strong is the hidden suite: grade small changes of the solution, list the survivors",
+        description="Mutate the solution (off-by-ones, swapped operators, changed dims and constants, deleted "
+                    "statements, ...) and grade each mutant with the hidden suite; a mutant the suite lets through "
+                    "is listed with its diff and the tests it passed.")
+    mutants.add_argument("assignments", nargs="*", metavar="ASSIGNMENT",
+                         help="assignment ids (default: every assignment in course_config.py)")
+    mutants.add_argument("--max", type=int, metavar="N",
+                         help="grade at most N mutants, a sample drawn with a fixed seed (default: all)")
+    mutants.add_argument("--jobs", type=int, help="parallel grading workers (default: CPU count)")
+    mutants.add_argument("--html", type=Path, metavar="DIR", help="also write DIR/<assignment>_mutants.html")
+    mutants.set_defaults(run=cmd_mutants)
 
     grade = commands.add_parser("grade", help="grade submissions (notebooks, folders, LMS downloads)")
     grade.add_argument("assignment", metavar="ASSIGNMENT")

@@ -63,6 +63,7 @@ class Assignment:
     extraction: str
     limits: Limits
     root: Path = field(repr=False)
+    mutation_threshold: float | None = None  # `verify --mutants` fails below this share of killed mutants
 
     @property
     def source_dir(self) -> Path:
@@ -104,7 +105,7 @@ class Course:
 
 _COURSE_KEYS = {"name": str, "term": str, "timezone": str}
 _DEFAULT_KEYS = {"tolerances", "late_policy", "extraction", "limits"}
-_ASSIGNMENT_KEYS = {"id", "title", "due", "points", "gpu"} | _DEFAULT_KEYS
+_ASSIGNMENT_KEYS = {"id", "title", "due", "points", "gpu", "mutation_threshold"} | _DEFAULT_KEYS
 _REQUIRED_ASSIGNMENT_KEYS = {"id", "title", "due", "points"}
 
 
@@ -255,7 +256,13 @@ def _assignment(raw: dict, where: str, tz, root: Path, path: Path) -> Assignment
         int(_number(lim["memory_mb"], path, f"{where}.limits.memory_mb")),
     )
 
-    a = Assignment(aid, raw["title"], due, points, gpu, tolerances, late_policy, extraction, limits, root)
+    threshold = raw.get("mutation_threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or not 0 <= threshold <= 1):
+        raise _fail(path, f"{where}.mutation_threshold", f"{threshold!r} is not a number from 0 to 1")
+
+    a = Assignment(aid, raw["title"], due, points, gpu, tolerances, late_policy, extraction, limits, root,
+                   None if threshold is None else float(threshold))
     if not a.source_notebooks():
         raise _fail(path, f"{where}.id", f"no source notebook found in {a.source_dir.relative_to(root)}/")
     return a
