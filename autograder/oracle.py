@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 import shutil
 import time
@@ -292,6 +293,7 @@ class SubmissionProxy:
 
 
 _FAILED = (AssertionError, SubmissionError, StudentFault, SandboxDied)
+_UNPACKING = re.compile(r"values to unpack|cannot unpack non-iterable")
 
 
 def _classify(item, excinfo) -> tuple[str, str]:
@@ -309,6 +311,11 @@ def _classify(item, excinfo) -> tuple[str, str]:
             doc = (item.function.__doc__ or "").strip().splitlines()
             message = f"check failed: {doc[0]}" if doc else "a check of your result failed"
         return "failed", message
+    if isinstance(exc, (ValueError, TypeError)) and _UNPACKING.search(str(exc)):
+        # `q, scale = submission.f(x)` on a result of another shape: the submission's fault (verify
+        # proves the suite unpacks the solution's results), not a grader error.
+        return "failed", (f"your function's result could not be unpacked into the values the task names ({exc}); "
+                          "return exactly those values, as a tuple in the order the task gives")
     return "error", f"grader error in this test ({type(exc).__name__}: {exc}); please tell the course staff"
 
 

@@ -53,6 +53,11 @@ SUITE = textwrap.dedent('''
     @pytest.mark.points(1)
     def test_slow(submission):
         submission.spin()
+
+    @pytest.mark.points(1)
+    def test_returns_a_pair(submission):
+        low, high = submission.bounds(torch.arange(4.0))
+        assert low == 0 and high == 3
 ''')
 
 CORRECT = '''
@@ -64,6 +69,8 @@ def double(x):
 def spin():
     torch.backends.cuda.matmul.allow_tf32 = True  # harmless here, but a global the grader pins
     return None
+def bounds(x):
+    return x.min(), x.max()
 '''
 WRONG = '''
 import torch
@@ -74,12 +81,14 @@ def double(x):
 def spin():
     while True:
         pass
+def bounds(x):
+    return torch.stack([x.min(), x.max(), x.mean()])
 '''
 
 
 @pytest.fixture(scope="module")
 def assignment(tmp_path_factory):
-    root = write_course(tmp_path_factory.mktemp("course"), CORRECT, {"test_scaling.py": SUITE}, points=10,
+    root = write_course(tmp_path_factory.mktemp("course"), CORRECT, {"test_scaling.py": SUITE}, points=11,
                         call_timeout_s=2, memory_mb=2048)
     return load_course(root).get(ASSIGNMENT)
 
@@ -101,7 +110,7 @@ def wrong_results(assignment, tmp_path_factory):
 
 
 def test_every_test_gets_exactly_one_result(correct_results):
-    assert len(correct_results) == 7
+    assert len(correct_results) == 8
 
 
 def test_passing_tests_earn_their_points(correct_results):
@@ -158,6 +167,13 @@ def test_a_correct_function_that_changes_numerics_passes_with_a_note(correct_res
     assert result.status == "passed" and result.points_earned == 1
     assert result.message.startswith("`spin` changed torch.backends.cuda.matmul.allow_tf32; the grader reset it")
     assert correct_results["test_doubles"].message == ""
+
+
+def test_a_result_of_the_wrong_shape_is_the_students_failure_not_a_grader_error(correct_results, wrong_results):
+    assert correct_results["test_returns_a_pair"].status == "passed"
+    r = wrong_results["test_returns_a_pair"]
+    assert r.status == "failed" and r.message.startswith(
+        "your function's result could not be unpacked into the values the task names (too many values to unpack")
 
 
 def test_suite_hash_changes_with_the_tests(assignment):
