@@ -188,7 +188,6 @@ def _answer(request: dict, namespace: dict, handles: dict, tripwires: Tripwires,
         api = tripwires.violations[0]
         return wire.encode_message(_error_report("tampered" if api == TAMPERED else "forbidden", api=api))
     changed = [name for name, (read, _) in _NUMERICS.items() if read(torch) != pinned[name]]
-    _pin_numerics(torch)
     try:
         return wire.encode_result({"ok": True, "value": value, "fed_tokens": fed, "fed_batches": batches, "numerics_changed": changed}, handles)
     except Exception as exc:  # noqa: BLE001 - e.g. a tensor that cannot be serialised
