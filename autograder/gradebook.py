@@ -27,7 +27,8 @@ APPLICATION_ID = 0x41475244  # "AGRD" in the SQLite header marks a file as our g
 SCHEMA_VERSION = 2  # 2 added `handins` (who, when) and `manual_scores` (reflections graded by hand)
 BUSY_TIMEOUT_S = 30.0  # how long a worker waits for another worker's write to finish
 
-TEST_STATUSES = ("passed", "failed", "error", "timeout", "needs-gpu")
+# "graded-by-hand" and "needs-grading" are hand-graded cells, added by `manual.with_manual_scores`, never stored here.
+TEST_STATUSES = ("passed", "failed", "error", "timeout", "needs-gpu", "graded-by-hand", "needs-grading")
 SUBMISSION_STATUSES = ("graded", "error")
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -174,9 +175,9 @@ class SubmissionResult:
 
     @property
     def incomplete(self) -> bool:
-        """Points wait for a GPU runner: the grade is partial, never a zero. GPU tests worth no
-        points (feedback only) leave a grade complete."""
-        return any(r.status == "needs-gpu" and r.points_possible > 0 for r in self.results)
+        """Points wait for a GPU runner (or a grader's reading): the grade is partial, never a zero. Checks
+        worth no points (feedback only) leave a grade complete."""
+        return any(r.status in ("needs-gpu", "needs-grading") and r.points_possible > 0 for r in self.results)
 
     def per_question(self) -> dict[str, tuple[float, float]]:
         """question -> (earned, possible), questions in the order the tests reported them."""

@@ -62,6 +62,7 @@ def pack(notebook: Path, team: str, members: list[str], output: Path | None = No
     output = output or notebook.with_name(f"{team}_{notebook.stem}.zip")
     partial = output.with_name(output.name + ".part")  # a crash never leaves a half archive under the real name
     try:
+        output.parent.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(notebook.name, data)
             archive.writestr(MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False))

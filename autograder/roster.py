@@ -14,6 +14,9 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autograder.gradebook import safe_text
+from autograder.handins import SubmissionFormatError, find_notebook, read_manifest
+
 DEFAULT_MAX_TEAM_SIZE = 3
 
 
@@ -126,6 +129,25 @@ class Handin:
     members: tuple[str, ...] = ()
     submitted_at: dt.datetime | None = None  # from the LMS, never from the student's own files
     notes: list[str] = field(default_factory=list)
+
+
+def read_handins(found: dict[str, Path], notebook_name: str) -> dict[str, Handin]:
+    """A `Handin` per discovered path, with the team and members a packed hand-in names. A hand-in that
+    cannot be read keeps no team here; grading records why."""
+    result = {}
+    for sid, path in found.items():
+        handin = Handin(path)
+        try:
+            manifest = read_manifest(find_notebook(path, notebook_name)) or {}
+        except SubmissionFormatError:
+            manifest = {}
+        team, members = manifest.get("team"), manifest.get("members")
+        if isinstance(team, str) and team.strip():
+            handin.team = safe_text(team.strip())
+        if isinstance(members, list):
+            handin.members = tuple(safe_text(m) for m in members if isinstance(m, str))
+        result[sid] = handin
+    return result
 
 
 def attribute(found: dict[str, Handin], roster: Roster | None) -> tuple[dict[str, Handin], list[tuple[str, str]]]:
