@@ -7,6 +7,8 @@ the instructor can fix are one message on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import re
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ from autograder.config import ConfigError, Course, load_course
 from autograder.exports import ExportError
 from autograder.gradebook import DEFAULT_PATH, Gradebook, GradebookError, safe_text
 from autograder.handins import SubmissionFormatError
+from autograder.moodle import MoodleError
 
 
 def cmd_release(course: Course, args: argparse.Namespace) -> int:
@@ -164,11 +167,43 @@ def _handins_to_grade(course: Course, assignment, args: argparse.Namespace):
     """Submission id -> `Handin` (keyed by team where known), the entries that are no hand-ins, and the
     hand-ins whose team is unknown, doubtful or superseded."""
     from autograder.handins import discover
+    from autograder.moodle import is_download
     from autograder.roster import attribute, read_handins
 
+    notebook = f"{assignment.id}.ipynb"
+    downloads = [p for p in args.paths if is_download(p)]
+    if downloads:
+        return _moodle_handins(course, args, downloads, notebook)
+    if args.moodle_worksheet:
+        raise SubmissionFormatError(f"--moodle-worksheet is for a Moodle download, and {', '.join(map(str, args.paths))}"
+                                    " holds no <Full Name>_<id>_assignsubmission_file_ entries")
     found, not_handins = discover(args.paths)
-    handins, problems = attribute(read_handins(found, f"{assignment.id}.ipynb"), course.roster)
+    handins, problems = attribute(read_handins(found, notebook), course.roster)
     return handins, not_handins, problems
+
+
+_EXTRACTED = contextlib.ExitStack()  # Moodle downloads unpacked for grading, removed when the command ends
+atexit.register(_EXTRACTED.close)
+
+
+def _moodle_handins(course: Course, args: argparse.Namespace, downloads: list[Path], notebook: str):
+    import zoneinfo
+
+    from autograder.moodle import moodle_handins, opened_download, read_worksheet
+    from autograder.roster import add_manifests, attribute
+
+    if len(args.paths) > 1:
+        raise SubmissionFormatError(f"{downloads[0]} is a Moodle download: grade it on its own")
+    worksheet = read_worksheet(args.moodle_worksheet) if args.moodle_worksheet else None
+    folder = _EXTRACTED.enter_context(opened_download(downloads[0]))
+    found, not_handins = moodle_handins(folder, worksheet, course.roster, zoneinfo.ZoneInfo(course.timezone),
+                                        str(downloads[0]))
+    problems = add_manifests(found, notebook)
+    handins, attribution = attribute(found, course.roster)
+    if worksheet is None:
+        problems.append(("(all)", "no --moodle-worksheet given: hand-in times are unknown, the late policy is not "
+                                  "applied"))
+    return handins, not_handins, problems + attribution
 
 
 def _record_handins(gradebook: Gradebook, course: Course, assignment, handins: dict) -> None:
@@ -233,6 +268,8 @@ def cmd_export(course: Course, args: argparse.Namespace) -> int:
     with Gradebook.open(args.gradebook) as gradebook:
         writers = {"html": write_feedback_pages, "gradescope": write_gradescope_results, "summary": write_summary,
                    "manual": write_sheets}
+        if args.format == "moodle":
+            return _export_moodle(course, assignment, gradebook, args)
         if args.format in writers:
             if not args.output:
                 print(f"autograder: error: --format {args.format} writes several files: give --output FOLDER",
@@ -249,6 +286,19 @@ def cmd_export(course: Course, args: argparse.Namespace) -> int:
                 print(f"wrote {students} (one row per student of the roster)")
         else:
             export_csv(gradebook, assignment, sys.stdout)
+    return 0
+
+
+def _export_moodle(course: Course, assignment, gradebook: Gradebook, args: argparse.Namespace) -> int:
+    from autograder.moodle import export_moodle
+
+    if not args.worksheet or not args.output:
+        print("autograder: error: --format moodle needs --worksheet FILE (downloaded from Moodle) and --output FILE",
+              file=sys.stderr)
+        return 2
+    filled, missing = export_moodle(gradebook, assignment, course.roster, args.worksheet, args.output)
+    print(f"wrote {args.output}: {filled} participants graded, {missing} without a graded hand-in (left as they "
+          "were); upload it in Moodle: View all submissions > Upload grading worksheet")
     return 0
 
 
@@ -340,17 +390,22 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--cluster-folder", type=Path, default=Path("out/submitit"),
                        help="where submitit keeps job logs and results (default: %(default)s)")
     grade.add_argument("--slurm-partition", help="Slurm partition for --executor slurm")
+    grade.add_argument("--moodle-worksheet", type=Path, metavar="FILE",
+                       help="with a Moodle download: its grading worksheet CSV, the source of hand-in times")
     grade.add_argument("--no-isolation", action="store_true",
                        help="skip the namespace sandbox (process separation only); for kernels that forbid namespaces")
     grade.set_defaults(run=cmd_grade)
 
     export = commands.add_parser("export", help="write grades for the LMS")
     export.add_argument("assignment", metavar="ASSIGNMENT")
-    export.add_argument("--format", choices=["csv", "html", "gradescope", "summary", "manual"], default="csv",
+    export.add_argument("--format", choices=["csv", "html", "gradescope", "summary", "manual", "moodle"], default="csv",
                         help="csv: one row per submission for the LMS (and, with a roster, <name>_students.csv: "
                              "one row per student); html: a feedback page per team; gradescope: results.json per "
                              "submission; summary: instructor overview with plots; manual: reflections to grade "
-                             "by hand (HTML to read, CSV to fill in for import-manual)")
+                             "by hand (HTML to read, CSV to fill in for import-manual); moodle: the grading worksheet "
+                             "(--worksheet) filled with grades and comments, for Moodle's upload")
+    export.add_argument("--worksheet", type=Path, metavar="FILE", help="with --format moodle: the grading worksheet "
+                                                                        "downloaded from Moodle")
     export.add_argument("--gradebook", type=Path, default=DEFAULT_PATH, help="SQLite gradebook (default: %(default)s)")
     export.add_argument("--output", type=Path,
                         help="file (csv; default: standard output) or folder (html, gradescope) to write")
@@ -402,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.run(_course(args), args)
-    except (ConfigError, GradebookError, SubmissionFormatError, ExportError) as exc:
+    except (ConfigError, GradebookError, SubmissionFormatError, ExportError, MoodleError) as exc:
         print(f"autograder: error: {exc}", file=sys.stderr)
         return 2
 

@@ -132,22 +132,32 @@ class Handin:
 
 
 def read_handins(found: dict[str, Path], notebook_name: str) -> dict[str, Handin]:
-    """A `Handin` per discovered path, with the team and members a packed hand-in names. A hand-in that
-    cannot be read keeps no team here; grading records why."""
-    result = {}
-    for sid, path in found.items():
-        handin = Handin(path)
+    """A `Handin` per discovered path, with the team and members a packed hand-in names."""
+    handins = {sid: Handin(path) for sid, path in found.items()}
+    add_manifests(handins, notebook_name)
+    return handins
+
+
+def add_manifests(handins: dict[str, Handin], notebook_name: str) -> list[tuple[str, str]]:
+    """Take team and members from packed hand-ins where nothing better is known; a packed team that
+    differs from the one the LMS upload says is reported (the upload's counts). A hand-in that cannot
+    be read is left alone: grading records why."""
+    problems = []
+    for sid, handin in handins.items():
         try:
-            manifest = read_manifest(find_notebook(path, notebook_name)) or {}
+            manifest = read_manifest(find_notebook(handin.path, notebook_name)) or {}
         except SubmissionFormatError:
-            manifest = {}
+            continue
         team, members = manifest.get("team"), manifest.get("members")
-        if isinstance(team, str) and team.strip():
-            handin.team = safe_text(team.strip())
-        if isinstance(members, list):
-            handin.members = tuple(safe_text(m) for m in members if isinstance(m, str))
-        result[sid] = handin
-    return result
+        team = safe_text(team.strip()) if isinstance(team, str) and team.strip() else None
+        if team and handin.team and team != handin.team:
+            problems.append((sid, f"packed for team {team}, but uploaded by a member of {handin.team}: "
+                                  f"graded for {handin.team}"))
+        elif team:
+            handin.team = team
+            if isinstance(members, list):
+                handin.members = tuple(safe_text(m) for m in members if isinstance(m, str))
+    return problems
 
 
 def attribute(found: dict[str, Handin], roster: Roster | None) -> tuple[dict[str, Handin], list[tuple[str, str]]]:
