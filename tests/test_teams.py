@@ -148,3 +148,49 @@ def test_manual_sheet_import_totals_and_a_regrade_keeps_the_points(team_course, 
     assert "graded by hand: 1.5 of 2; clear" in (pages / "team01.html").read_text(encoding="utf-8")
     assert cli(root, "export", ASSIGNMENT, "--gradebook", db, "--format", "summary", "--output", pages) == 0
     assert "Reflections not graded yet" not in (pages / "summary.html").read_text(encoding="utf-8")
+
+
+def test_the_tas_loop_on_the_bundled_01_samples(tmp_path, capsys):
+    """grade -> reflections by hand -> one row per student, on the real 01_intro and three of its samples."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    root = tmp_path / "course"
+    root.mkdir()
+    for folder in ("source", "grader_tests"):
+        (root / folder).symlink_to(repo / folder)
+    teams = [{"id": f"team0{i}", "members": [{"id": f"s{i}01", "name": f"Student {i}a"},
+                                             {"id": f"s{i}02", "name": f"Student {i}b"}]} for i in (1, 2, 3, 4)]
+    (root / "course_config.py").write_text((repo / "course_config.py").read_text() + f"\nTEAMS = {teams!r}\n")
+    samples = {"team01": "correct", "team02": "top_p_drops_top_token", "team03": "raises"}
+    expected = json.loads((repo / "samples" / "01_intro" / "expected.json").read_text())
+    for team, sample in samples.items():
+        shutil.copy(repo / "samples" / "01_intro" / f"{sample}.ipynb", tmp_path / f"{sample}.ipynb")
+        assert cli(root, "pack", tmp_path / f"{sample}.ipynb", "--team", team, "--output",
+                   tmp_path / "moodle" / f"{team}.zip") == 0
+    db = tmp_path / "gradebook.db"
+    assert cli(root, "grade", "01_intro", tmp_path / "moodle", "--gradebook", db) == 0
+    sheets = tmp_path / "manual"
+    assert cli(root, "export", "01_intro", "--gradebook", db, "--format", "manual", "--output", sheets) == 0
+    sheet = sheets / "01_intro_manual.csv"
+    rows = list(csv.DictReader(sheet.open(encoding="utf-8")))
+    assert {r["grade_id"] for r in rows} == {"reflection_top_p_vs_top_k"} and len(rows) == 3
+    for r in rows:
+        r["points"] = {"team01": "2", "team02": "1", "team03": ""}[r["submission"]]
+    with sheet.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert cli(root, "import-manual", "01_intro", sheet, "--gradebook", db) == 0
+    assert cli(root, "export", "01_intro", "--gradebook", db, "--output", tmp_path / "grades.csv") == 0
+    students = {r["student_id"]: r for r in csv.DictReader((tmp_path / "grades_students.csv").open(encoding="utf-8"))}
+    for team, sample, reflection in (("team01", "correct", 2), ("team02", "top_p_drops_top_token", 1)):
+        for member in ("01", "02"):
+            row = students[f"s{team[-1]}{member}"]
+            assert float(row["total"]) == expected[sample]["points"] + reflection
+            assert row["possible"] == "22" and row["status"] == "graded"
+    assert float(students["s301"]["total"]) == expected["raises"]["points"]
+    assert students["s301"]["status"] == "incomplete (reflections not graded yet)"
+    assert students["s401"]["status"] == "no hand-in" and students["s401"]["total"] == ""
