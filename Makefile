@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup
+.PHONY: demo test setup gpu-check
 
 $(BIN)/autograder: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,3 +23,8 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# On a CUDA machine (from PyPI, torch==2.13.0 is its CUDA build): verify 04 with its GPU tests, grade every
+# sample against expected.json, write the 04 CUDA snapshot, time 100 hand-ins of 04; one summary, < 8 min.
+gpu-check: setup
+	OUT=out/gpu_check GPU_CHECK_BUDGET_S=450 $(BIN)/python bench/gpu_check.py

@@ -7,6 +7,8 @@ the instructor can fix are one message on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import re
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ from autograder.config import ConfigError, Course, load_course
 from autograder.exports import ExportError
 from autograder.gradebook import DEFAULT_PATH, Gradebook, GradebookError, safe_text
 from autograder.handins import SubmissionFormatError
+from autograder.moodle import MoodleError
 
 
 def cmd_release(course: Course, args: argparse.Namespace) -> int:
@@ -113,13 +116,13 @@ def cmd_grade(course: Course, args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from autograder.handins import discover
     from autograder.scheduler import Cluster, grade_batch
 
     assignment = course.get(args.assignment)
     cluster = None if args.executor == "pool" else Cluster(
         "local" if args.executor == "submitit-local" else "slurm", args.cluster_folder, args.slurm_partition)
-    submissions, not_handins = discover(args.paths)
+    handins, not_handins, handin_problems = _handins_to_grade(course, assignment, args)
+    submissions = {sid: h.path for sid, h in handins.items()}
     console = Console(stderr=True)
     with Gradebook.open(args.gradebook) as gradebook:
         with Progress(TextColumn("grading {task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -141,8 +144,9 @@ def cmd_grade(course: Course, args: argparse.Namespace) -> int:
                               "run the same command again to grade the rest", soft_wrap=True)
                 return 130
             progress.update(task, completed=len(submissions))
+        _record_handins(gradebook, course, assignment, handins)
         results = {r.submission_id: r for r in gradebook.submissions(assignment.id) if r.submission_id in submissions}
-    _print_scores(assignment, results, set(skipped), not_handins)
+    _print_scores(assignment, results, set(skipped), not_handins, handin_problems)
     for sid, failure in failures.items():
         console.print(_plain(f"grader failure on {sid} (not recorded, rerun to retry): {failure}", style="red"))
     return 3 if failures else 0
@@ -159,7 +163,61 @@ def _plain(text: str, style: str = ""):
     return Text(_CONTROL.sub(lambda c: f"\\x{ord(c.group()):02x}", safe_text(text)), style=style)
 
 
-def _print_scores(assignment, results: dict, skipped: set, not_handins: list[tuple[str, str]]) -> None:
+def _handins_to_grade(course: Course, assignment, args: argparse.Namespace):
+    """Submission id -> `Handin` (keyed by team where known), the entries that are no hand-ins, and the
+    hand-ins whose team is unknown, doubtful or superseded."""
+    from autograder.handins import discover
+    from autograder.moodle import is_download
+    from autograder.roster import attribute, read_handins
+
+    notebook = f"{assignment.id}.ipynb"
+    downloads = [p for p in args.paths if is_download(p)]
+    if downloads:
+        return _moodle_handins(course, args, downloads, notebook)
+    if args.moodle_worksheet:
+        raise SubmissionFormatError(f"--moodle-worksheet is for a Moodle download, and {', '.join(map(str, args.paths))}"
+                                    " holds no <Full Name>_<id>_assignsubmission_file_ entries")
+    found, not_handins = discover(args.paths)
+    handins, problems = attribute(read_handins(found, notebook), course.roster)
+    return handins, not_handins, problems
+
+
+_EXTRACTED = contextlib.ExitStack()  # Moodle downloads unpacked for grading, removed when the command ends
+atexit.register(_EXTRACTED.close)
+
+
+def _moodle_handins(course: Course, args: argparse.Namespace, downloads: list[Path], notebook: str):
+    import zoneinfo
+
+    from autograder.moodle import moodle_handins, opened_download, read_worksheet
+    from autograder.roster import add_manifests, attribute
+
+    if len(args.paths) > 1:
+        raise SubmissionFormatError(f"{downloads[0]} is a Moodle download: grade it on its own")
+    worksheet = read_worksheet(args.moodle_worksheet) if args.moodle_worksheet else None
+    folder = _EXTRACTED.enter_context(opened_download(downloads[0]))
+    found, not_handins = moodle_handins(folder, worksheet, course.roster, zoneinfo.ZoneInfo(course.timezone),
+                                        str(downloads[0]))
+    problems = add_manifests(found, notebook)
+    handins, attribution = attribute(found, course.roster)
+    if worksheet is None:
+        problems.append(("(all)", "no --moodle-worksheet given: hand-in times are unknown, the late policy is not "
+                                  "applied"))
+    return handins, not_handins, problems + attribution
+
+
+def _record_handins(gradebook: Gradebook, course: Course, assignment, handins: dict) -> None:
+    """Who and when, per graded submission: the roster's members of its team (else those it names)."""
+    from autograder.gradebook import HandinRecord
+
+    for sid, h in handins.items():
+        team = course.roster.teams.get(h.team) if course.roster and h.team else None
+        members = tuple(m.id for m in team.members) if team else h.members
+        gradebook.record_handin(assignment.id, HandinRecord(sid, h.team, members, h.submitted_at, "; ".join(h.notes)))
+
+
+def _print_scores(assignment, results: dict, skipped: set, not_handins: list[tuple[str, str]],
+                  handin_problems: list[tuple[str, str]] = ()) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -190,19 +248,28 @@ def _print_scores(assignment, results: dict, skipped: set, not_handins: list[tup
         console.print(f"entries not graded ({len(not_handins)}):", soft_wrap=True)
         for entry, why in not_handins:
             console.print(_plain(f"  {entry}: {why}"), soft_wrap=True)
+    if handin_problems:
+        console.print(f"hand-ins to check ({len(handin_problems)}):", soft_wrap=True)
+        for who, why in handin_problems:
+            console.print(_plain(f"  {who}: {why}"), soft_wrap=True)
     if skipped:
         console.print(f"{len(skipped)} unchanged submissions were not regraded (--force regrades them)", soft_wrap=True)
 
 
 def cmd_export(course: Course, args: argparse.Namespace) -> int:
     """Write the gradebook of one assignment: LMS CSV, feedback pages or Gradescope results."""
-    from autograder.exports import export_csv, write_feedback_pages, write_gradescope_results, write_summary
+    from autograder.exports import (export_csv, export_students_csv, write_feedback_pages, write_gradescope_results,
+                                    write_summary)
+    from autograder.manual import write_sheets
 
     assignment = course.get(args.assignment)
     if not args.gradebook.is_file():
         raise GradebookError(f"{args.gradebook}: no gradebook here; grade first, or pass --gradebook PATH")
     with Gradebook.open(args.gradebook) as gradebook:
-        writers = {"html": write_feedback_pages, "gradescope": write_gradescope_results, "summary": write_summary}
+        writers = {"html": write_feedback_pages, "gradescope": write_gradescope_results, "summary": write_summary,
+                   "manual": write_sheets}
+        if args.format == "moodle":
+            return _export_moodle(course, assignment, gradebook, args)
         if args.format in writers:
             if not args.output:
                 print(f"autograder: error: --format {args.format} writes several files: give --output FOLDER",
@@ -213,8 +280,57 @@ def cmd_export(course: Course, args: argparse.Namespace) -> int:
             args.output.parent.mkdir(parents=True, exist_ok=True)
             export_csv(gradebook, assignment, args.output)
             print(f"wrote {args.output}")
+            if course.roster:
+                students = args.output.with_name(f"{args.output.stem}_students.csv")
+                export_students_csv(gradebook, assignment, course.roster, students)
+                print(f"wrote {students} (one row per student of the roster)")
         else:
             export_csv(gradebook, assignment, sys.stdout)
+    return 0
+
+
+def _export_moodle(course: Course, assignment, gradebook: Gradebook, args: argparse.Namespace) -> int:
+    from autograder.moodle import export_moodle
+
+    if not args.worksheet or not args.output:
+        print("autograder: error: --format moodle needs --worksheet FILE (downloaded from Moodle) and --output FILE",
+              file=sys.stderr)
+        return 2
+    filled, missing = export_moodle(gradebook, assignment, course.roster, args.worksheet, args.output)
+    print(f"wrote {args.output}: {filled} participants graded, {missing} without a graded hand-in (left as they "
+          "were); upload it in Moodle: View all submissions > Upload grading worksheet")
+    return 0
+
+
+def cmd_import_manual(course: Course, args: argparse.Namespace) -> int:
+    """Record hand-given points from a filled-in sheet; all rows or none."""
+    from autograder.manual import ManualError, import_sheet
+
+    assignment = course.get(args.assignment)
+    if not args.gradebook.is_file():
+        raise GradebookError(f"{args.gradebook}: no gradebook here; grade first, or pass --gradebook PATH")
+    with Gradebook.open(args.gradebook) as gradebook:
+        try:
+            recorded = import_sheet(gradebook, assignment, args.sheet, args.grader)
+        except ManualError as exc:
+            print(f"autograder: error: {exc}", file=sys.stderr)
+            return 2
+    print(f"recorded {recorded} hand-given scores for {assignment.id} in {args.gradebook}")
+    return 0
+
+
+def cmd_pack(course: Course | None, args: argparse.Namespace) -> int:
+    """Write a team's hand-in archive; works without the course config (students have the release only)."""
+    from autograder.packing import PackError, members_for, pack
+
+    members = [m.strip() for m in args.members.split(",") if m.strip()]
+    try:
+        members = members_for(args.team, members, course.roster if course else None)
+        archive = pack(args.notebook, args.team, members, args.output)
+    except PackError as exc:
+        print(f"autograder: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {archive}: hand it in as it is")
     return 0
 
 
@@ -274,19 +390,45 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--cluster-folder", type=Path, default=Path("out/submitit"),
                        help="where submitit keeps job logs and results (default: %(default)s)")
     grade.add_argument("--slurm-partition", help="Slurm partition for --executor slurm")
+    grade.add_argument("--moodle-worksheet", type=Path, metavar="FILE",
+                       help="with a Moodle download: its grading worksheet CSV, the source of hand-in times")
     grade.add_argument("--no-isolation", action="store_true",
                        help="skip the namespace sandbox (process separation only); for kernels that forbid namespaces")
     grade.set_defaults(run=cmd_grade)
 
     export = commands.add_parser("export", help="write grades for the LMS")
     export.add_argument("assignment", metavar="ASSIGNMENT")
-    export.add_argument("--format", choices=["csv", "html", "gradescope", "summary"], default="csv",
-                        help="csv: one row per submission for the LMS; html: a feedback page per team; "
-                             "gradescope: results.json per submission; summary: instructor overview with plots")
+    export.add_argument("--format", choices=["csv", "html", "gradescope", "summary", "manual", "moodle"], default="csv",
+                        help="csv: one row per submission for the LMS (and, with a roster, <name>_students.csv: "
+                             "one row per student); html: a feedback page per team; gradescope: results.json per "
+                             "submission; summary: instructor overview with plots; manual: reflections to grade "
+                             "by hand (HTML to read, CSV to fill in for import-manual); moodle: the grading worksheet "
+                             "(--worksheet) filled with grades and comments, for Moodle's upload")
+    export.add_argument("--worksheet", type=Path, metavar="FILE", help="with --format moodle: the grading worksheet "
+                                                                        "downloaded from Moodle")
     export.add_argument("--gradebook", type=Path, default=DEFAULT_PATH, help="SQLite gradebook (default: %(default)s)")
     export.add_argument("--output", type=Path,
                         help="file (csv; default: standard output) or folder (html, gradescope) to write")
     export.set_defaults(run=cmd_export)
+
+    manual = commands.add_parser("import-manual", help="record the points of a filled-in reflections sheet",
+                                 description="Check every row of the sheet `export --format manual` wrote, then "
+                                             "record its points; any problem refuses the whole file.")
+    manual.add_argument("assignment", metavar="ASSIGNMENT")
+    manual.add_argument("sheet", type=Path, metavar="FILE.csv")
+    manual.add_argument("--gradebook", type=Path, default=DEFAULT_PATH, help="SQLite gradebook (default: %(default)s)")
+    manual.add_argument("--grader", help="name recorded for rows without one (default: your user name)")
+    manual.set_defaults(run=cmd_import_manual)
+
+    pack = commands.add_parser("pack", help="students: pack your notebook into the hand-in archive of your team",
+                               description="Validate the notebook, then write <team>_<notebook>.zip holding it and "
+                                           "handin.json (team, member ids, time, notebook hash, validation).")
+    pack.add_argument("notebook", type=Path, metavar="NOTEBOOK")
+    pack.add_argument("--team", required=True, help="your team id")
+    pack.add_argument("--members", default="", help="your team's student ids, comma-separated "
+                                                    "(default: from the course roster where there is one)")
+    pack.add_argument("--output", type=Path, help="archive to write (default: next to the notebook)")
+    pack.set_defaults(run=cmd_pack, course_optional=True)
     return parser
 
 
@@ -300,12 +442,22 @@ def _not_a_module_to_reimport() -> None:
         script.__dict__.pop("__file__", None)
 
 
+def _course(args: argparse.Namespace) -> Course | None:
+    """The course; commands students run on their own machines also work without its config."""
+    try:
+        return load_course(args.course_root)
+    except ConfigError:
+        if getattr(args, "course_optional", False) and not args.course_root:
+            return None
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
     _not_a_module_to_reimport()
     args = _parser().parse_args(argv)
     try:
-        return args.run(load_course(args.course_root), args)
-    except (ConfigError, GradebookError, SubmissionFormatError, ExportError) as exc:
+        return args.run(_course(args), args)
+    except (ConfigError, GradebookError, SubmissionFormatError, ExportError, MoodleError) as exc:
         print(f"autograder: error: {exc}", file=sys.stderr)
         return 2
 

@@ -15,6 +15,8 @@ import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autograder.roster import DEFAULT_MAX_TEAM_SIZE, Roster, RosterError, load_roster
+
 CONFIG_FILE = "course_config.py"
 DTYPE_PROFILES = ("fp32", "tf32", "fp16", "bf16")
 EXTRACTION_MODES = ("definitions", "cells")
@@ -89,6 +91,7 @@ class Course:
     assignments: dict[str, Assignment]
     root: Path
     config_path: Path
+    roster: Roster | None = None  # TEAMS: who is in which team; None when the course declares none
 
     def get(self, assignment_id: str) -> Assignment:
         try:
@@ -104,6 +107,7 @@ class Course:
 
 
 _COURSE_KEYS = {"name": str, "term": str, "timezone": str}
+_OPTIONAL_COURSE_KEYS = {"max_team_size": int}
 _DEFAULT_KEYS = {"tolerances", "late_policy", "extraction", "limits"}
 _ASSIGNMENT_KEYS = {"id", "title", "due", "points", "gpu", "mutation_threshold"} | _DEFAULT_KEYS
 _REQUIRED_ASSIGNMENT_KEYS = {"id", "title", "due", "points"}
@@ -142,8 +146,9 @@ def _validate(ns: dict, root: Path, path: Path) -> Course:
     if not isinstance(course, dict):
         raise _fail(path, "COURSE", "missing or not a dict")
     for key in course:
-        if key not in _COURSE_KEYS:
-            raise _fail(path, f"COURSE.{key}", f"unknown key (expected one of {sorted(_COURSE_KEYS)})")
+        if key not in _COURSE_KEYS and key not in _OPTIONAL_COURSE_KEYS:
+            raise _fail(path, f"COURSE.{key}",
+                        f"unknown key (expected one of {sorted(_COURSE_KEYS | _OPTIONAL_COURSE_KEYS)})")
     for key, typ in _COURSE_KEYS.items():
         if not isinstance(course.get(key), typ):
             raise _fail(path, f"COURSE.{key}", "missing or not a string")
@@ -177,7 +182,20 @@ def _validate(ns: dict, root: Path, path: Path) -> Course:
         if a.id in assignments:
             raise _fail(path, f"{where}.id", f"duplicate assignment id {a.id!r}")
         assignments[a.id] = a
-    return Course(course["name"], course["term"], course["timezone"], assignments, root, path)
+    return Course(course["name"], course["term"], course["timezone"], assignments, root, path,
+                  _roster(ns, course, root, path))
+
+
+def _roster(ns: dict, course: dict, root: Path, path: Path) -> Roster | None:
+    size = course.get("max_team_size", DEFAULT_MAX_TEAM_SIZE)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise _fail(path, "COURSE.max_team_size", f"{size!r} is not a positive whole number")
+    if "TEAMS" not in ns:
+        return None
+    try:
+        return load_roster(ns["TEAMS"], root, path.name, size)
+    except RosterError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _merge(defaults: dict, raw: dict) -> dict:

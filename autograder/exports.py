@@ -26,8 +26,11 @@ from typing import IO
 
 from autograder.config import Assignment
 from autograder.gradebook import TEST_STATUSES, Gradebook, SubmissionResult
+from autograder.manual import manual_cells, ungraded, with_manual_scores
+from autograder.roster import Roster
 
-INCOMPLETE = "incomplete (needs GPU runner)"
+WAITING_FOR = {"needs-gpu": "needs GPU runner", "needs-grading": "reflections not graded yet"}
+INCOMPLETE = f"incomplete ({WAITING_FOR['needs-gpu']})"
 GRADER_ERROR_FOR_STUDENTS = "the grader could not run this check; the course staff will look into it"
 MAX_NAME_BYTES = 100  # file systems allow 255 per name; room for suffixes and a marker hash
 _UNSAFE_IN_NAMES = re.compile(r"[^\w.-]")  # letters and digits of any script, dot, dash, underscore
@@ -49,40 +52,70 @@ def export_csv(
     `questions` fixes the order of the question columns; questions found in the results but not
     listed follow it, so the question columns always add up to `total`.
     """
-    submissions = gradebook.submissions(assignment.id)
+    submissions = with_manual_scores(gradebook, assignment)
     columns = dict.fromkeys(questions or [])
     for sub in submissions:
         columns.update(dict.fromkeys(sub.per_question()))  # known questions keep their place
     header = ["submission", *map(_text_cell, columns), "total", "possible", "late_penalty_percent", "final", "status"]
     rows = [_row(sub, assignment, list(columns)) for sub in submissions]
-    if isinstance(out_path_or_file, (str, Path)):
-        path = Path(out_path_or_file)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="", encoding="utf-8") as f:
-            _write(f, header, rows)
-    else:
-        _write(out_path_or_file, header, rows)
+    _write(out_path_or_file, header, rows)
     return len(rows)
 
 
-def _write(f: IO[str], header: list[str], rows: list[list[str]]) -> None:
-    writer = csv.writer(f)
+def export_students_csv(gradebook: Gradebook, assignment: Assignment, roster: Roster,
+                        out_path_or_file: str | Path | IO[str]) -> int:
+    """One row per student of the roster: their team's grade (late penalty included); a student whose
+    team handed nothing in has an empty grade and says so. Returns the number of rows."""
+    by_id = {s.submission_id: s for s in with_manual_scores(gradebook, assignment)}
+    header = ["student_id", "name", "email", "team", "total", "possible", "late_penalty_percent", "final", "status"]
+    rows = []
+    for team, member in roster.students():
+        person = [_text_cell(member.id), _text_cell(member.name), _text_cell(member.email), _text_cell(team.id)]
+        sub = by_id.get(team.id)
+        if sub is None:
+            rows.append([*person, "", _number(total_possible(assignment)), "", "", "no hand-in"])
+        else:
+            total, possible, penalty, final = grade_of(sub, assignment)
+            rows.append([*person, _number(total), _number(possible), _number(penalty), _number(final), _status(sub)])
+    _write(out_path_or_file, header, rows)
+    return len(rows)
+
+
+def _write(out: str | Path | IO[str], header: list[str], rows: list[list[str]]) -> None:
+    if isinstance(out, (str, Path)):
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as f:
+            _write(f, header, rows)
+        return
+    writer = csv.writer(out)
     writer.writerow(header)
     writer.writerows(rows)
 
 
-def _row(sub: SubmissionResult, assignment: Assignment, questions: list[str]) -> list[str]:
-    per_question = sub.per_question()
+def total_possible(assignment: Assignment) -> float:
+    """The autograded points and those of the hand-graded cells."""
+    return assignment.points + sum(c.points for c in manual_cells(assignment))
+
+
+def grade_of(sub: SubmissionResult, assignment: Assignment) -> tuple[float, float, float, float]:
+    """(total, possible, late penalty in percent, final) of one submission."""
     penalty = _late_penalty_percent(sub, assignment)
     # A notebook that could not be read has no test results, yet is still out of the assignment's points.
-    possible = sub.possible if sub.results else assignment.points
+    possible = sub.possible if sub.results else total_possible(assignment)
+    return sub.earned, possible, penalty, sub.earned * (100 - penalty) / 100
+
+
+def _row(sub: SubmissionResult, assignment: Assignment, questions: list[str]) -> list[str]:
+    per_question = sub.per_question()
+    total, possible, penalty, final = grade_of(sub, assignment)
     return [
         _text_cell(sub.submission_id),
         *(_number(per_question.get(q, (0.0, 0.0))[0]) for q in questions),
-        _number(sub.earned),
+        _number(total),
         _number(possible),
         _number(penalty),
-        _number(sub.earned * (100 - penalty) / 100),
+        _number(final),
         _status(sub),
     ]
 
@@ -140,7 +173,9 @@ def _late_penalty_percent(sub: SubmissionResult, assignment: Assignment) -> floa
 def _status(sub: SubmissionResult) -> str:
     if sub.status == "error":
         return "error"
-    return INCOMPLETE if sub.incomplete else "graded"
+    waiting = [why for status, why in WAITING_FOR.items()
+               if any(r.status == status and r.points_possible > 0 for r in sub.results)]
+    return f"incomplete ({', '.join(waiting)})" if waiting else "graded"
 
 
 def _number(value: float) -> str:
@@ -188,7 +223,7 @@ def write_feedback_pages(gradebook: Gradebook, assignment: Assignment, out_dir: 
         path.write_text(page, encoding="utf-8")
         return path
 
-    return _write_each(gradebook.submissions(assignment.id), write)
+    return _write_each(with_manual_scores(gradebook, assignment), write)
 
 
 def gradescope_results(sub: SubmissionResult) -> dict:
@@ -217,12 +252,12 @@ def write_gradescope_results(gradebook: Gradebook, assignment: Assignment, out_d
         path.write_text(json.dumps(gradescope_results(sub), indent=2) + "\n", encoding="utf-8")
         return path
 
-    return _write_each(gradebook.submissions(assignment.id), write)
+    return _write_each(with_manual_scores(gradebook, assignment), write)
 
 
 def _hardest_first(row: dict) -> tuple:
     """Grader errors first (the suite needs fixing), then the lowest pass rate; never-run GPU tests last."""
-    ran = sum(row[s] for s in TEST_STATUSES if s != "needs-gpu")
+    ran = sum(row[s] for s in TEST_STATUSES if s not in WAITING_FOR)
     return (-row["error"], ran == 0, row["passed"] / ran if ran else 0.0, row["test_id"])
 
 
@@ -235,7 +270,7 @@ def write_summary(gradebook: Gradebook, assignment: Assignment, out_dir: str | P
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    subs = gradebook.submissions(assignment.id)
+    subs = with_manual_scores(gradebook, assignment)
     graded = [s for s in subs if s.status == "graded"]
     totals = [s.earned for s in graded]
     per_test: dict[str, Counter] = defaultdict(Counter)
@@ -250,13 +285,13 @@ def write_summary(gradebook: Gradebook, assignment: Assignment, out_dir: str | P
                    key=_hardest_first)
     stats = {
         "graded": len(graded), "errors": len(subs) - len(graded), "incomplete": sum(s.incomplete for s in graded),
-        "grader_errors": sum(row["error"] for row in tests),
+        "grader_errors": sum(row["error"] for row in tests), "ungraded": ungraded(graded),
         **({"mean": statistics.fmean(totals), "median": statistics.median(totals), "min": min(totals),
             "max": max(totals)} if totals else {}),
     }
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.hist(totals, bins=min(20, max(1, int(assignment.points)) + 1), range=(0, assignment.points), color="#3b6ea5")
+    ax.hist(totals, bins=min(20, max(1, int(total_possible(assignment))) + 1), range=(0, total_possible(assignment)), color="#3b6ea5")
     ax.set(xlabel="total points", ylabel="submissions", title=f"{assignment.id}: total points")
     fig.tight_layout()
     fig.savefig(out_dir / "scores.png", dpi=100)
@@ -272,5 +307,6 @@ def write_summary(gradebook: Gradebook, assignment: Assignment, out_dir: str | P
     plt.close(fig)
 
     page = out_dir / "summary.html"
-    page.write_text(_template("summary.html").render(assignment=assignment, stats=stats, tests=tests), encoding="utf-8")
+    page.write_text(_template("summary.html").render(assignment=assignment, stats=stats, tests=tests,
+                                                               possible=total_possible(assignment)), encoding="utf-8")
     return [page, out_dir / "scores.png", out_dir / "questions.png"]

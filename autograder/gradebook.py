@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import sqlite3
 from collections import Counter, defaultdict
 from dataclasses import dataclass, fields
@@ -23,15 +24,17 @@ from pathlib import Path
 
 DEFAULT_PATH = Path("gradebook.db")
 APPLICATION_ID = 0x41475244  # "AGRD" in the SQLite header marks a file as our gradebook
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added `handins` (who, when) and `manual_scores` (reflections graded by hand)
 BUSY_TIMEOUT_S = 30.0  # how long a worker waits for another worker's write to finish
 
-TEST_STATUSES = ("passed", "failed", "error", "timeout", "needs-gpu")
+# "graded-by-hand" and "needs-grading" are hand-graded cells, added by `manual.with_manual_scores`, never stored here.
+TEST_STATUSES = ("passed", "failed", "error", "timeout", "needs-gpu", "graded-by-hand", "needs-grading")
 SUBMISSION_STATUSES = ("graded", "error")
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _HEADER_SIZE = 100
-_TABLES = {"submissions", "results"}
+_TABLES = {"submissions", "results", "handins", "manual_scores"}
+_TABLES_OF_VERSION = {1: {"submissions", "results"}, 2: _TABLES}
 _SCHEMA = (
     """CREATE TABLE submissions (
         assignment      TEXT NOT NULL,
@@ -62,6 +65,29 @@ _SCHEMA = (
         duration_s      REAL NOT NULL,
         PRIMARY KEY (assignment, submission_id, test_id),
         FOREIGN KEY (assignment, submission_id) REFERENCES submissions ON DELETE CASCADE
+    )""",
+)
+# Kept apart from the grade, so a regrade (which replaces a submission's row) never loses them.
+_SCHEMA_2 = (
+    """CREATE TABLE handins (
+        assignment      TEXT NOT NULL,
+        submission_id   TEXT NOT NULL,
+        team            TEXT,
+        members         TEXT NOT NULL,
+        submitted_at    TEXT,
+        notes           TEXT NOT NULL,
+        PRIMARY KEY (assignment, submission_id)
+    )""",
+    """CREATE TABLE manual_scores (
+        assignment      TEXT NOT NULL,
+        submission_id   TEXT NOT NULL,
+        grade_id        TEXT NOT NULL,
+        points          REAL NOT NULL,
+        points_possible REAL NOT NULL,
+        comment         TEXT NOT NULL,
+        grader          TEXT NOT NULL,
+        graded_at       TEXT NOT NULL,
+        PRIMARY KEY (assignment, submission_id, grade_id)
     )""",
 )
 
@@ -149,9 +175,9 @@ class SubmissionResult:
 
     @property
     def incomplete(self) -> bool:
-        """Points wait for a GPU runner: the grade is partial, never a zero. GPU tests worth no
-        points (feedback only) leave a grade complete."""
-        return any(r.status == "needs-gpu" and r.points_possible > 0 for r in self.results)
+        """Points wait for a GPU runner (or a grader's reading): the grade is partial, never a zero. Checks
+        worth no points (feedback only) leave a grade complete."""
+        return any(r.status in ("needs-gpu", "needs-grading") and r.points_possible > 0 for r in self.results)
 
     def per_question(self) -> dict[str, tuple[float, float]]:
         """question -> (earned, possible), questions in the order the tests reported them."""
@@ -163,6 +189,30 @@ class SubmissionResult:
 
 
 _RESULT_FIELDS = [f.name for f in fields(TestResult)]
+
+
+@dataclass(frozen=True)
+class ManualScore:
+    """Points a grader gave one hand-graded cell (a reflection) of one submission."""
+
+    submission_id: str
+    grade_id: str
+    points: float
+    points_possible: float
+    comment: str
+    grader: str
+    graded_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class HandinRecord:
+    """Who handed a submission in and when, as far as the roster and the LMS say."""
+
+    submission_id: str
+    team: str | None
+    members: tuple[str, ...]
+    submitted_at: dt.datetime | None
+    notes: str
 
 
 class Gradebook:
@@ -239,6 +289,37 @@ class Gradebook:
             self._conn.execute(_insert_sql("submissions", list(row)), _storable(row.values()))
             self._conn.executemany(_insert_sql("results", result_columns), result_rows)
 
+    def record_handin(self, assignment: str, record: HandinRecord) -> None:
+        """Store who and when for one submission (replacing an earlier record); its grade is untouched."""
+        row = (assignment, record.submission_id, record.team, json.dumps(list(record.members)),
+               None if record.submitted_at is None else _utc_text(record.submitted_at), record.notes)
+        with _transaction(self._conn, "IMMEDIATE"):
+            self._conn.execute("INSERT OR REPLACE INTO handins VALUES (?, ?, ?, ?, ?, ?)", _storable(row))
+
+    def handins(self, assignment: str) -> dict[str, HandinRecord]:
+        rows = self._conn.execute("SELECT * FROM handins WHERE assignment = ?", _storable((assignment,))).fetchall()
+        return {r["submission_id"]: HandinRecord(
+            r["submission_id"], r["team"], tuple(json.loads(r["members"])),
+            None if r["submitted_at"] is None else dt.datetime.fromisoformat(r["submitted_at"]), r["notes"])
+            for r in rows}
+
+    def record_manual(self, assignment: str, scores: list[ManualScore]) -> None:
+        """Store hand-given points, all or none; a later score of the same cell replaces the earlier one."""
+        rows = [_storable((assignment, m.submission_id, m.grade_id, m.points, m.points_possible, m.comment, m.grader,
+                           _utc_text(m.graded_at))) for m in scores]
+        with _transaction(self._conn, "IMMEDIATE"):
+            self._conn.executemany("INSERT OR REPLACE INTO manual_scores VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def manual_scores(self, assignment: str) -> dict[str, dict[str, ManualScore]]:
+        """submission id -> grade id -> the score given by hand."""
+        scores: dict[str, dict[str, ManualScore]] = defaultdict(dict)
+        for r in self._conn.execute("SELECT * FROM manual_scores WHERE assignment = ? ORDER BY submission_id, grade_id",
+                                    _storable((assignment,))):
+            scores[r["submission_id"]][r["grade_id"]] = ManualScore(
+                r["submission_id"], r["grade_id"], r["points"], r["points_possible"], r["comment"], r["grader"],
+                dt.datetime.fromisoformat(r["graded_at"]))
+        return dict(scores)
+
     def submissions(self, assignment: str) -> list[SubmissionResult]:
         """Every graded submission of `assignment`, by submission id."""
         return self._load("assignment = ?", (assignment,))
@@ -260,7 +341,12 @@ class Gradebook:
         by_submission = defaultdict(list)
         for r in results:
             by_submission[r["submission_id"]].append(TestResult(**{name: r[name] for name in _RESULT_FIELDS}))
-        return [_submission_from_row(s, by_submission[s["submission_id"]]) for s in subs]
+        loaded = [_submission_from_row(s, by_submission[s["submission_id"]]) for s in subs]
+        if loaded:  # the hand-in time the LMS gave, recorded apart from the grade
+            times = {sid: h.submitted_at for sid, h in self.handins(loaded[0].assignment).items()}
+            for sub in loaded:
+                sub.submitted_at = times.get(sub.submission_id) or sub.submitted_at
+        return loaded
 
 
 def _submission_from_row(row: sqlite3.Row, results: list[TestResult]) -> SubmissionResult:
@@ -324,17 +410,21 @@ def _check_header(path: Path) -> None:
 def _create_or_check_schema(conn: sqlite3.Connection, path: Path) -> None:
     tables = {row["name"] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if not tables:
-        for statement in _SCHEMA:
+        for statement in _SCHEMA + _SCHEMA_2:
             conn.execute(statement)
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version != SCHEMA_VERSION:
+    if version not in _TABLES_OF_VERSION:
         raise _refused(
             path,
-            f"gradebook schema version {version}, this autograder reads version {SCHEMA_VERSION} "
+            f"gradebook schema version {version}, this autograder reads versions up to {SCHEMA_VERSION} "
             f"(use the autograder version that wrote it)",
         )
-    if tables != _TABLES:
-        raise _refused(path, f"its tables {sorted(tables)} are not a gradebook's {sorted(_TABLES)}")
+    if tables != _TABLES_OF_VERSION[version]:
+        raise _refused(path, f"its tables {sorted(tables)} are not a gradebook's {sorted(_TABLES_OF_VERSION[version])}")
+    if version == 1:  # an earlier gradebook gains the two tables; nothing of it changes
+        for statement in _SCHEMA_2:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

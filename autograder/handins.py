@@ -1,6 +1,7 @@
 """Which hand-ins a path holds, and reading their bytes without trusting them.
 
-A hand-in is a notebook, or a folder holding one (a team's folder of an LMS download). Archives keep
+A hand-in is a notebook, a .zip archive holding one (what `autograder pack` writes, or what a student
+zipped), or a folder holding either (a team's folder of an LMS download). Archives keep
 symbolic links, FIFOs and device files, so inside a batch or a hand-in nothing is followed or opened
 unless it is a regular file, and reads are capped: a link to the instructor's solution, to /dev/zero
 or to another team's notebook, or a FIFO named like the notebook, becomes a message, never a grade,
@@ -16,8 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
+import json
 import os
 import stat
+import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,7 +32,9 @@ from autograder.gradebook import safe_text
 MAX_NOTEBOOK_BYTES = 100 * 2**20
 MAX_ENTRIES = 10_000  # files and folders looked at inside one hand-in
 _IGNORED_INSIDE = ("__MACOSX",)  # macOS archive metadata: `._name.ipynb` copies that are no notebooks
-_ARCHIVES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
+_ARCHIVES = (".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")  # read: .zip (what `autograder pack` writes)
+MANIFEST = "handin.json"  # what `autograder pack` puts next to the notebook: team, members, validation
+MAX_MANIFEST_BYTES = 1 << 20
 
 
 class SubmissionFormatError(Exception):
@@ -140,9 +148,12 @@ def _visible(entry: os.DirEntry) -> bool:
 
 
 def _is_one_handin(entries: list[os.DirEntry]) -> bool:
+    """One notebook, or else one .zip, and no subfolders: a team's folder, not a batch."""
     folders = [e for e in entries if _visible(e) and e.is_dir(follow_symlinks=False)]
-    notebooks = [e for e in entries if _visible(e) and e.name.endswith(".ipynb") and e.is_file(follow_symlinks=False)]
-    return not folders and len(notebooks) == 1
+    files = [e for e in entries if _visible(e) and e.is_file(follow_symlinks=False)]
+    notebooks = [e for e in files if e.name.endswith(".ipynb")]
+    archives = [e for e in files if e.name.lower().endswith(".zip")]
+    return not folders and (len(notebooks) == 1 or (not notebooks and len(archives) == 1))
 
 
 def _not_a_handin(entry: os.DirEntry) -> str | None:
@@ -157,47 +168,56 @@ def _not_a_handin(entry: os.DirEntry) -> str | None:
         return None
     if not stat.S_ISREG(mode):
         return f"not a notebook but {_kind(mode)}"
-    if entry.name.endswith(".ipynb"):
+    if entry.name.endswith(".ipynb") or entry.name.lower().endswith(".zip"):
         return None
     if entry.name.lower().endswith(_ARCHIVES):
-        return "an archive: unpack it into a folder of its own to grade it"
+        return "an archive other than .zip: unpack it into a folder of its own to grade it"
     return "not a notebook (.ipynb) or a folder"
 
 
 def find_notebook(path: Path, preferred_name: str | None = None) -> Path:
-    """The notebook to grade: `path` itself, or the one regular .ipynb file inside the folder `path`
-    (`preferred_name` where there are several). Nothing inside is followed."""
+    """What to grade: `path` itself (a notebook or a .zip hand-in), or the one regular .ipynb file inside
+    the folder `path` (`preferred_name` where there are several), or else its one .zip. Nothing inside
+    is followed; `notebook_bytes` reads what this returns."""
     path = Path(path)
     name = _name(path)
     with format_errors(name):
         mode = _mode(path, name, follow=True)  # the hand-in itself was vetted by `discover` or named by the TA
         if stat.S_ISREG(mode):
-            if not path.name.endswith(".ipynb"):
+            if not path.name.endswith(".ipynb") and not path.name.lower().endswith(".zip"):
                 raise SubmissionFormatError(f"{name} is not a Jupyter notebook (.ipynb): hand in the notebook "
                                             "file you worked in")
             return Path(os.path.realpath(path))
         if not stat.S_ISDIR(mode):
             raise SubmissionFormatError(f"{name} is {_kind(mode)}, not a notebook")
         folder = Path(os.path.realpath(path))
-        notebooks, passed_over = _notebooks_in(folder, name)
-        if preferred_name:
-            notebooks = [p for p in notebooks if p.name == preferred_name] or notebooks
-        if len(notebooks) == 1:
-            return notebooks[0]
-        found = ", ".join(shown(p.relative_to(folder)) for p in notebooks)
-        if notebooks:
-            to_grade = f", or name the one to grade {preferred_name}" if preferred_name else ""
-            raise SubmissionFormatError(f"expected exactly one notebook in {name}/, found {len(notebooks)}: {found}; "
-                                        f"hand in only the notebook you worked in{to_grade}")
-        why = "".join(f"; {what}" for what in passed_over)
-        raise SubmissionFormatError(f"expected exactly one notebook in {name}/, found none{why}; "
-                                    "hand in the .ipynb file you worked in")
+        notebooks, archives, passed_over = _notebooks_in(folder, name)
+        if not notebooks and len(archives) == 1:
+            return archives[0]
+        return _one_of(notebooks, preferred_name, name, lambda p: shown(p.relative_to(folder)), passed_over)
 
 
-def _notebooks_in(folder: Path, name: str) -> tuple[list[Path], list[str]]:
-    """Regular .ipynb files under `folder` (checkpoints, hidden entries and macOS metadata aside), and
-    why any other entry named .ipynb was passed over. Links are never followed; the walk is bounded."""
-    notebooks, passed_over, seen = [], [], 0
+def _one_of(notebooks: list, preferred_name: str | None, name: str, show, passed_over=(), base=lambda p: p.name):
+    """The one notebook to grade among `notebooks` (paths, or archive members with their own `base`
+    name), else a message saying what to hand in."""
+    if preferred_name:
+        notebooks = [p for p in notebooks if base(p) == preferred_name] or notebooks
+    if len(notebooks) == 1:
+        return notebooks[0]
+    found = ", ".join(show(p) for p in notebooks)
+    if notebooks:
+        to_grade = f", or name the one to grade {preferred_name}" if preferred_name else ""
+        raise SubmissionFormatError(f"expected exactly one notebook in {name}/, found {len(notebooks)}: {found}; "
+                                    f"hand in only the notebook you worked in{to_grade}")
+    why = "".join(f"; {what}" for what in passed_over)
+    raise SubmissionFormatError(f"expected exactly one notebook in {name}/, found none{why}; "
+                                "hand in the .ipynb file you worked in")
+
+
+def _notebooks_in(folder: Path, name: str) -> tuple[list[Path], list[Path], list[str]]:
+    """Regular .ipynb and .zip files under `folder` (checkpoints, hidden entries and macOS metadata aside),
+    and why any other entry named .ipynb was passed over. Links are never followed; the walk is bounded."""
+    notebooks, archives, passed_over, seen = [], [], [], 0
     pending = [folder]
     while pending:
         current = pending.pop()
@@ -211,6 +231,8 @@ def _notebooks_in(folder: Path, name: str) -> tuple[list[Path], list[str]]:
                 continue
             if entry.is_dir(follow_symlinks=False):
                 pending.append(Path(entry.path))
+            elif entry.name.lower().endswith(".zip") and entry.is_file(follow_symlinks=False):
+                archives.append(Path(entry.path))
             elif entry.name.endswith(".ipynb"):
                 if entry.is_file(follow_symlinks=False):
                     notebooks.append(Path(entry.path))
@@ -219,13 +241,14 @@ def _notebooks_in(folder: Path, name: str) -> tuple[list[Path], list[str]]:
                     relative = shown(Path(entry.path).relative_to(folder))
                     link = f", {_NOT_FOLLOWED}" if stat.S_ISLNK(mode) else ", not a notebook file"
                     passed_over.append(f"{relative} is {_kind(mode)}{link}")
-    return sorted(notebooks), passed_over
+    return sorted(notebooks), sorted(archives), passed_over
 
 
-def read_notebook(notebook: Path) -> bytes:
-    """The bytes of a regular file, at most `MAX_NOTEBOOK_BYTES`; never follows a link, never blocks
-    on a FIFO, never opens a device for reading."""
+def read_notebook(notebook: Path, limit: int | None = None) -> bytes:
+    """The bytes of a regular file, at most `limit` (`MAX_NOTEBOOK_BYTES`); never follows a link, never
+    blocks on a FIFO, never opens a device for reading."""
     notebook = Path(notebook)
+    limit = limit or MAX_NOTEBOOK_BYTES
     name = _name(notebook)
     with format_errors(name):
         mode = _mode(notebook, name, follow=False)
@@ -242,23 +265,117 @@ def read_notebook(notebook: Path) -> bytes:
             st = os.fstat(fd)  # what was opened, should the path have changed since lstat
             if not stat.S_ISREG(st.st_mode):
                 raise SubmissionFormatError(f"{name} is {_kind(st.st_mode)}, not a notebook file")
-            data = b"" if st.st_size > MAX_NOTEBOOK_BYTES else f.read(MAX_NOTEBOOK_BYTES + 1)  # it may grow
-        size = max(st.st_size, len(data))
-        if size > MAX_NOTEBOOK_BYTES:
-            raise SubmissionFormatError(
-                f"{name} is {size / 2**20:.0f} MB; the grader reads notebooks up to {MAX_NOTEBOOK_BYTES // 2**20} MB: "
-                "clear the outputs (Edit > Clear All Outputs) and save it again")
+            data = b"" if st.st_size > limit else f.read(limit + 1)  # it may grow
+        _check_size(name, max(st.st_size, len(data)), limit)
         return data
 
 
-def submission_hash(notebook: Path) -> str:
-    return hashlib.sha256(read_notebook(notebook)).hexdigest()
+def _check_size(name: str, size: int, limit: int) -> None:
+    if size > limit:
+        raise SubmissionFormatError(
+            f"{name} is {size / 2**20:.0f} MB; the grader reads notebooks up to {limit // 2**20} MB: "
+            "clear the outputs (Edit > Clear All Outputs) and save it again")
+
+
+def is_archive(found: Path) -> bool:
+    return found.name.lower().endswith(".zip")
+
+
+def notebook_bytes(found: Path, preferred_name: str | None = None) -> tuple[str, bytes]:
+    """The name and bytes of the notebook `find_notebook` found, reading it out of a .zip hand-in
+    (never extracted: members are read by name, capped, links and folders inside ignored)."""
+    if not is_archive(found):
+        return found.name, read_notebook(found)
+    name = _name(found)
+    with format_errors(name), _zip(found) as archive:
+        members = [i for i in archive.infolist() if _readable_member(i) and i.filename.endswith(".ipynb")]
+        member = _one_of(members, preferred_name, name, lambda i: shown(i.filename),
+                         base=lambda i: Path(i.filename).name)
+        return Path(member.filename).name, _member_bytes(archive, member, name, None)
+
+
+def read_manifest(found: Path) -> dict | None:
+    """The `handin.json` of a packed hand-in (team, members, validation), or None for a plain notebook
+    or archive. It is the student's own file: read as data, never trusted for times."""
+    if not is_archive(found):
+        return None
+    name = _name(found)
+    with format_errors(name), _zip(found) as archive:
+        info = next((i for i in archive.infolist() if i.filename == MANIFEST and _readable_member(i)), None)
+        if info is None:
+            return None
+        try:
+            manifest = json.loads(_member_bytes(archive, info, f"{name}/{MANIFEST}", MAX_MANIFEST_BYTES))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            raise SubmissionFormatError(f"{name}/{MANIFEST} is not valid JSON: pack the notebook again with "
+                                        "`autograder pack`") from None
+        if not isinstance(manifest, dict):
+            raise SubmissionFormatError(f"{name}/{MANIFEST} is not a JSON object: pack the notebook again")
+        return manifest
+
+
+@contextlib.contextmanager
+def _zip(found: Path):
+    try:
+        data = read_notebook(found)  # the same guards (no link, FIFO or device; size cap) as for a notebook
+    except SubmissionFormatError as exc:
+        raise SubmissionFormatError(str(exc).replace("notebooks up to", "hand-ins up to")) from None
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            if len(archive.infolist()) > MAX_ENTRIES:
+                raise SubmissionFormatError(f"{_name(found)} holds more than {MAX_ENTRIES} files; hand in your "
+                                            "notebook")
+            yield archive
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError):
+        raise SubmissionFormatError(f"{_name(found)} is not a readable .zip archive: hand in the notebook "
+                                    "(.ipynb) itself, or pack it with `autograder pack`") from None
+
+
+def _readable_member(info: zipfile.ZipInfo) -> bool:
+    """A regular file inside an archive: folders, links (kept as such by zip tools), hidden entries and
+    macOS metadata are not hand-in files."""
+    parts = info.filename.split("/")
+    kind = stat.S_IFMT(info.external_attr >> 16)  # 0 where the tool stored no Unix type
+    return (not info.is_dir() and kind in (0, stat.S_IFREG)
+            and not any(p.startswith(".") or p in _IGNORED_INSIDE for p in parts))
+
+
+def _member_bytes(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, limit: int | None) -> bytes:
+    """Decompressed bytes of one member, at most `limit` (`MAX_NOTEBOOK_BYTES`) whatever its header claims."""
+    limit = limit or MAX_NOTEBOOK_BYTES
+    _check_size(name, info.file_size, limit)
+    try:
+        with archive.open(info) as f:
+            data = f.read(limit + 1)
+    except (zipfile.BadZipFile, NotImplementedError, RuntimeError, zlib.error) as exc:
+        raise SubmissionFormatError(f"{name} cannot be unpacked ({exc}): zip it again without a password, "
+                                    "or hand in the notebook itself") from None
+    _check_size(name, len(data), limit)
+    return data
+
+
+@contextlib.contextmanager
+def notebook_file(found: Path, preferred_name: str | None = None):
+    """A path to the notebook to extract: `found` itself, or a private copy of the notebook inside a
+    .zip hand-in for as long as the block runs."""
+    if not is_archive(found):
+        yield found
+        return
+    name, data = notebook_bytes(found, preferred_name)
+    with tempfile.TemporaryDirectory(prefix="autograder-handin-") as folder:
+        copy = Path(folder) / Path(name).name
+        copy.write_bytes(data)
+        yield copy
+
+
+def submission_hash(found: Path, preferred_name: str | None = None) -> str:
+    return hashlib.sha256(notebook_bytes(found, preferred_name)[1]).hexdigest()
 
 
 def submission_digest(path: Path, preferred_name: str | None = None) -> str:
     """What a rerun compares; never raises. The notebook's hash, or for a hand-in without a readable
     notebook a hash of why: it is graded again only once that reason changes."""
     try:
-        return submission_hash(find_notebook(path, preferred_name))
+        return submission_hash(find_notebook(path, preferred_name), preferred_name)
     except SubmissionFormatError as exc:
         return "unreadable:" + hashlib.sha256(str(exc).encode("utf-8", "backslashreplace")).hexdigest()

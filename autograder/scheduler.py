@@ -28,7 +28,8 @@ from autograder import __version__
 from autograder.config import Assignment, load_course
 from autograder.devices import nvidia_driver_present
 from autograder.extraction import extract
-from autograder.handins import SubmissionFormatError, find_notebook, submission_digest, submission_hash
+from autograder.handins import (SubmissionFormatError, find_notebook, notebook_file, submission_digest,
+                               submission_hash)
 from autograder.gradebook import Gradebook, SubmissionResult
 from autograder.isolation import exit_with
 
@@ -71,9 +72,10 @@ def grade_one(job: Job) -> SubmissionResult:
                   graded_at=dt.datetime.now(dt.timezone.utc))
     digest = ""  # a notebook that exists but cannot be parsed still gets a hash, so a rerun skips it
     try:
-        notebook = find_notebook(Path(job.path), f"{assignment.id}.ipynb")
-        digest = submission_hash(notebook)
-        code = extract(notebook, assignment.extraction)
+        found = find_notebook(Path(job.path), f"{assignment.id}.ipynb")
+        digest = submission_hash(found, f"{assignment.id}.ipynb")
+        with notebook_file(found, f"{assignment.id}.ipynb") as notebook:
+            code = extract(notebook, assignment.extraction)
     except SubmissionFormatError as exc:
         digest = digest or submission_digest(Path(job.path), f"{assignment.id}.ipynb")
         return SubmissionResult(**common, submission_hash=digest, status="error", message=str(exc), results=[])

@@ -18,7 +18,8 @@ Sections:
      GPU-marked tests are shown apart);
   e. a direct sandbox probe: does code in a sandbox see CUDA (isolated, with bitsandbytes preloaded,
      without the memory limit, without isolation)?
-  f. `verify` of 04 (grades the solution with the GPU tests on), timed.
+  f. `verify` of 04 (grades the solution with the GPU tests on), timed;
+  g. a batch of 100 hand-ins of 04 (its samples, copied round-robin) through the batch path, timed.
 
 Files written to $OUT: cuda_kernels.pt (the fresh snapshot, GPU only), gpu_check_summary.json (every
 section's facts and problems), gradebook_NN.db (each assignment's batch gradebook). The run command
@@ -27,8 +28,8 @@ section's facts and problems), gradebook_NN.db (each assignment's batch gradeboo
 Without CUDA (any development machine) the GPU parts print "skipped: no CUDA" and d/e/f exercise the
 normal CPU path. Grading, probes and verify run in child processes of this script with hard time
 limits, so a hang costs one section, not the run. Environment: OUT (folder for files that come
-back; default a new temp folder), GPU_CHECK_BUDGET_S (wall budget, default 270 s), GPU_CHECK_JOBS
-(grading workers, default 8), GPU_CHECK_CAP_SCALE (multiplies the per-section time caps, which
+back; default a new temp folder), GPU_CHECK_BUDGET_S (wall budget, default 450 s), GPU_CHECK_JOBS
+(grading workers, default 8), GPU_CHECK_BATCH (hand-ins in section g, default 100), GPU_CHECK_CAP_SCALE (multiplies the per-section time caps, which
 are sized for the 16-core runner; default 1).
 """
 
@@ -758,11 +759,69 @@ def verify_finish(rec: Record, runner: Runner, handle, limit: float) -> None:
 # --- main ---------------------------------------------------------------------------------------------
 
 
+# --- g. a 100-submission batch of 04 (child process) -------------------------------------------------
+
+
+BATCH_SIZE = int(os.environ.get("GPU_CHECK_BATCH", "100"))
+
+
+def child_batch(assignment_id: str, result_path: Path) -> None:
+    import shutil
+
+    from autograder.config import load_course
+    from autograder.gradebook import Gradebook
+    from autograder.handins import discover
+    from autograder.scheduler import grade_batch
+
+    jobs = int(os.environ.get("GPU_CHECK_JOBS", "8"))
+    assignment = load_course(ROOT).get(assignment_id)
+    samples = sorted(discover([ROOT / "samples" / assignment_id]).handins.items())
+    batch = Path(tempfile.mkdtemp(prefix="gpu_check_batch_"))
+    for n in range(BATCH_SIZE):
+        sid, path = samples[n % len(samples)]
+        shutil.copy(path, batch / f"team{n:03d}_{sid}.ipynb")
+    data = {"jobs": jobs, "done": 0, "failures": 0, "seconds": None}
+    begin = time.perf_counter()
+
+    def on_done(job, outcome) -> None:
+        data["done"] += 1
+        data["failures"] += isinstance(outcome, BaseException)
+        data["seconds"] = round(time.perf_counter() - begin, 2)
+        result_path.write_text(json.dumps(data))
+
+    with Gradebook.open(batch / "gradebook.db") as gradebook:
+        grade_batch(assignment, discover([batch]).handins, gradebook, jobs=jobs, isolate=True, on_done=on_done)
+    say(f"[g] {data['done']} hand-ins graded in {data['seconds']} s with {jobs} workers")
+
+
+def batch_start(runner: Runner):
+    return runner.start_child("batch", GPU_ASSIGNMENT, "batch"), time.monotonic()
+
+
+def batch_finish(rec: Record, runner: Runner, handle, limit: float) -> None:
+    (proc, result), begin = handle
+    data, note = runner.finish_child(proc, result, limit - (time.monotonic() - begin))
+    if note:
+        rec.problem(f"batch: {note}")
+    if not data:
+        rec.problem("batch: no result came back")
+        return
+    rec.data.update(data)
+    if data["done"] < BATCH_SIZE:
+        rec.problem(f"only {data['done']} of {BATCH_SIZE} hand-ins graded within the limit")
+    if data["failures"]:
+        rec.problem(f"{data['failures']} grader failures")
+    if data["done"]:
+        rec.fact(f"{data['done']} hand-ins of {GPU_ASSIGNMENT} in {data['seconds']} s with {data['jobs']} workers: "
+                 f"{data['seconds'] / data['done']:.2f} s per hand-in")
+
+
 def run_child_mode(argv: list[str]) -> int:
     kind, arg, result = argv[0], argv[1], Path(argv[2])
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    handlers = {"grade": child_grade, "collect": child_collect, "probe": child_probe, "verify": child_verify}
+    handlers = {"grade": child_grade, "collect": child_collect, "probe": child_probe, "verify": child_verify,
+                "batch": child_batch}
     try:
         handlers[kind](arg, result)
     except BaseException:  # noqa: BLE001
@@ -772,7 +831,7 @@ def run_child_mode(argv: list[str]) -> int:
 
 
 def print_summary(runner: Runner) -> int:
-    order = ["a", "b", "c", "d", "e", "f"]
+    order = ["a", "b", "c", "d", "e", "f", "g"]
     say("\n" + "=" * 100)
     say(f"SUMMARY (gpu_check, {time.monotonic() - runner.start:.0f} s total, out: {runner.out})")
     failed = False
@@ -809,7 +868,7 @@ def main() -> int:
         sys.path.insert(0, str(ROOT))
     out = Path(os.environ.get("OUT") or tempfile.mkdtemp(prefix="gpu_check_out_"))
     out.mkdir(parents=True, exist_ok=True)
-    runner = Runner(out, float(os.environ.get("GPU_CHECK_BUDGET_S", "270")))
+    runner = Runner(out, float(os.environ.get("GPU_CHECK_BUDGET_S", "450")))
     say(f"gpu_check: repo {ROOT}, out {out}, budget {runner.left():.0f} s, PYTHONPATH={os.environ.get('PYTHONPATH', '')}")
 
     def on_term(signum, frame):  # an outer `timeout`: leave nothing behind, still print what we have
@@ -856,6 +915,9 @@ def main() -> int:
         pair = rest[i:i + 2]
         groups.append((f"d. grading {' and '.join(pair)}",
                        [grade_task(a, " and ".join(b for b in pair if b != a)) for a in pair], 90))
+    batching = runner.record("g", f"{BATCH_SIZE} hand-ins of {GPU_ASSIGNMENT}")
+    groups.append((f"g. {BATCH_SIZE} hand-ins of {GPU_ASSIGNMENT}", [(batching, lambda: batch_start(runner),
+                   lambda handle, limit: batch_finish(batching, runner, handle, limit), "batch")], 150))
     for title, tasks, cap in groups:
         runner.group(title, tasks, cap)
     runner.kill_children()

@@ -28,7 +28,7 @@ ASSIGNMENT = Assignment(
     late_policy=LatePolicy(percent_per_day=10, cap_percent=50),
     extraction="definitions",
     limits=Limits(call_timeout_s=20, submission_timeout_s=300, memory_mb=4096),
-    root=Path("."),
+    root=Path(__file__).parent / "no_such_course",  # no source notebook, so no hand-graded cells
 )
 HEADER = ["submission", "tokenize", "generate", "total", "possible", "late_penalty_percent", "final", "status"]
 

@@ -11,12 +11,14 @@ from autograder.gradebook import (
     APPLICATION_ID,
     Gradebook,
     GradebookError,
+    ManualScore,
     SubmissionResult,
     TestResult,
     safe_text,
 )
 
 GRADED_AT = dt.datetime(2027, 4, 28, 10, 0, tzinfo=dt.timezone.utc)
+NOW = GRADED_AT
 # Forked workers: fast, and they inherit the helpers below.
 FORK = multiprocessing.get_context("fork")
 
@@ -292,7 +294,7 @@ def _unknown_tables(path):
 
 def _newer_schema(path):
     _gradebook(path)
-    sql(path, "PRAGMA user_version = 2")
+    sql(path, "PRAGMA user_version = 3")
 
 
 def _damaged(path):
@@ -310,8 +312,8 @@ def _damaged(path):
         (_truncated_sqlite, "the file is not an SQLite database"),
         (_other_application, "another application (application_id 0x00000000"),
         (_other_application_id, "another application (application_id 0x000004d2"),
-        (_unknown_tables, "tables ['results', 'submissions', 'users'] are not a gradebook's"),
-        (_newer_schema, "schema version 2, this autograder reads version 1"),
+        (_unknown_tables, "tables ['handins', 'manual_scores', 'results', 'submissions', 'users'] are not a gradebook's"),
+        (_newer_schema, "schema version 3, this autograder reads versions up to 2"),
         (_damaged, "SQLite cannot read it (database disk image is malformed)"),
     ],
 )
@@ -325,3 +327,15 @@ def test_a_foreign_or_damaged_file_is_refused_and_left_untouched(tmp_path, make,
     assert problem in str(refused.value)
     assert "left untouched" in str(refused.value)
     assert path.read_bytes() == before
+
+
+def test_a_version_1_gradebook_gains_the_new_tables_and_keeps_its_grades(tmp_path):
+    path = tmp_path / "gradebook.db"
+    with Gradebook.open(path) as gb:
+        gb.record(submission())
+    sql(path, "DROP TABLE handins", "DROP TABLE manual_scores", "PRAGMA user_version = 1")
+    with Gradebook.open(path) as gb:
+        assert [s.submission_id for s in gb.submissions(submission().assignment)] == [submission().submission_id]
+        gb.record_manual(submission().assignment, [ManualScore(submission().submission_id, "reflection", 1.5, 2, "",
+                                                               "ta", NOW)])
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2

@@ -126,12 +126,14 @@ def build_batch(root: Path, batch: Path, rng: random.Random) -> tuple[dict[str, 
             path.write_bytes(make(rng))
             expected[safe_text(path.stem)] = says
 
+    (batch / "team999.zip").write_bytes(b"PK\x03\x04")  # a .zip is a hand-in: its row says it is unreadable
+    expected["team999"] = "is not a readable .zip archive"
     (batch / "control0").mkdir()  # the id of control0.ipynb: the folder sorts first and is graded, the file not
     (batch / "control0" / "mine.ipynb").write_bytes(CORRECT_BYTES)
     not_graded.append("control0.ipynb")
     for entry, make in {".git": lambda p: p.mkdir(), ".DS_Store": lambda p: p.write_bytes(b"\0"),
                         "grades.csv": lambda p: p.write_text("team,points\n"),
-                        "team999.zip": lambda p: p.write_bytes(b"PK\x03\x04"),
+                        "team998.tar.gz": lambda p: p.write_bytes(b"\x1f\x8b"),
                         "linked-solution.ipynb": lambda p: p.symlink_to(solution),
                         "linked-team": lambda p: p.symlink_to(solution.parent),
                         "fifo.ipynb": os.mkfifo}.items():

@@ -198,22 +198,24 @@ def test_a_batch_folder_grades_notebooks_and_folders_and_names_every_other_entry
     notebook(batch / ".hidden_team" / "01_demo.ipynb")
     (batch / ".DS_Store").write_bytes(b"\0")
     (batch / "grades.csv").write_text("team,points\n")
-    (batch / "team04.zip").write_bytes(b"PK")
+    (batch / "team04.zip").write_bytes(b"PK")  # a hand-in: its row says it is no readable archive
+    (batch / "team08.tar.gz").write_bytes(b"\x1f\x8b")
     (batch / "team05").symlink_to(batch / "team02")
     (batch / "team06.ipynb").symlink_to(batch / "team01.ipynb")
     os.mkfifo(batch / "team07.ipynb")
     found = finishes(discover, [batch])
-    assert found.handins == {"team01": batch / "team01.ipynb", "team02": batch / "team02", "team03": batch / "team03"}
+    assert found.handins == {"team01": batch / "team01.ipynb", "team02": batch / "team02", "team03": batch / "team03",
+                             "team04": batch / "team04.zip"}
     assert found.skipped == [
         (f"{batch}/.DS_Store", "hidden: a regular file whose name starts with a dot"),
         (f"{batch}/.hidden_team", "hidden: a folder whose name starts with a dot"),
         (f"{batch}/grades.csv", "not a notebook (.ipynb) or a folder"),
-        (f"{batch}/team04.zip", "an archive: unpack it into a folder of its own to grade it"),
         (f"{batch}/team05", f"a symbolic link to {batch}/team02, which is never followed: copy the notebook or folder "
                             "itself here to grade it"),
         (f"{batch}/team06.ipynb", f"a symbolic link to {batch}/team01.ipynb, which is never followed: copy the "
                                   "notebook or folder itself here to grade it"),
         (f"{batch}/team07.ipynb", "not a notebook but a FIFO (named pipe)"),
+        (f"{batch}/team08.tar.gz", "an archive other than .zip: unpack it into a folder of its own to grade it"),
     ]
 
 
@@ -253,3 +255,83 @@ def test_a_failure_of_the_grader_on_an_odd_hand_in_is_a_format_error_with_a_neut
     assert format_error(find_notebook, tmp_path / "team") == (
         "the grader could not read team (internal error: TypeError: pop expected at most 1 argument, got 2); "
         "please tell the course staff")
+
+
+# --- .zip hand-ins (what `autograder pack` writes, or a student's own zip) ------------------------
+
+
+def zipped(path: Path, members: dict[str, bytes], links: dict[str, str] = ()) -> Path:
+    import stat
+    import zipfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+        for name, target in dict(links).items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            archive.writestr(info, target)
+    return path
+
+
+def test_the_notebook_inside_a_zip_is_read_by_name_and_hashed_like_the_notebook_itself(tmp_path):
+    data = notebook(tmp_path / "01_demo.ipynb").read_bytes()
+    archive = zipped(tmp_path / "lms" / "team01" / "team01.zip",
+                     {"work/01_demo.ipynb": data, "__MACOSX/work/._01_demo.ipynb": b"\0\5junk",
+                      "work/.ipynb_checkpoints/x.ipynb": b"{}", "notes.txt": b"hi"})
+    assert discover([tmp_path / "lms"]).handins == {"team01": tmp_path / "lms" / "team01"}
+    found = find_notebook(tmp_path / "lms" / "team01")
+    assert found == archive
+    assert handins.notebook_bytes(found) == ("01_demo.ipynb", data)
+    assert submission_hash(found) == hashlib.sha256(data).hexdigest() == submission_hash(tmp_path / "01_demo.ipynb")
+    with handins.notebook_file(found) as copy:
+        assert copy.read_bytes() == data and copy.name == "01_demo.ipynb"
+    assert not copy.exists()
+    assert handins.read_manifest(found) is None
+
+
+def test_a_zip_never_yields_a_link_a_bomb_or_garbage(tmp_path, monkeypatch):
+    link = zipped(tmp_path / "link.zip", {}, links={"01_demo.ipynb": "/course/source/01_demo/01_demo.ipynb"})
+    assert format_error(submission_hash, link).startswith("expected exactly one notebook in link.zip/, found none")
+    monkeypatch.setattr(handins, "MAX_NOTEBOOK_BYTES", 2**20)
+    bomb = zipped(tmp_path / "bomb.zip", {"01_demo.ipynb": b" " * (3 * 2**20)})  # 3 MB unpacked, a few KB packed
+    assert bomb.stat().st_size < 2**20
+    assert format_error(handins.notebook_bytes, bomb) == (
+        "bomb.zip is 3 MB; the grader reads notebooks up to 1 MB: clear the outputs (Edit > Clear All Outputs) and "
+        "save it again")
+    (tmp_path / "fake.zip").write_bytes(b"PK\3\4 not really")
+    assert format_error(handins.notebook_bytes, tmp_path / "fake.zip") == (
+        "fake.zip is not a readable .zip archive: hand in the notebook (.ipynb) itself, or pack it with "
+        "`autograder pack`")
+    two = zipped(tmp_path / "two.zip", {"a.ipynb": b"{}", "b/01_demo.ipynb": b"{}"})
+    assert handins.notebook_bytes(two, "01_demo.ipynb") == ("01_demo.ipynb", b"{}")
+    assert "found 2: a.ipynb, b/01_demo.ipynb" in format_error(handins.notebook_bytes, two)
+    broken = zipped(tmp_path / "broken.zip", {"01_demo.ipynb": b"{}", "handin.json": b"[1, 2"})
+    assert format_error(handins.read_manifest, broken) == (
+        "broken.zip/handin.json is not valid JSON: pack the notebook again with `autograder pack`")
+
+
+def test_pack_writes_the_notebook_and_who_handed_it_in(tmp_path):
+    import json
+
+    from autograder.packing import PackError, members_for, pack
+    from autograder.roster import Member, Roster, Team
+
+    source = notebook(tmp_path / "01_demo.ipynb")
+    archive = pack(source, "team07", ["s1", "s2"], validation={"ok": True})
+    assert archive == tmp_path / "team07_01_demo.zip"
+    manifest = handins.read_manifest(archive)
+    assert manifest["team"] == "team07" and manifest["members"] == ["s1", "s2"] and manifest["assignment"] == "01_demo"
+    assert manifest["notebook_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert manifest["validation"] == {"ok": True}
+    assert json.loads(json.dumps(manifest)) == manifest
+    assert handins.notebook_bytes(archive) == ("01_demo.ipynb", source.read_bytes())
+    roster = Roster({"team07": Team("team07", (Member("s1", "A"), Member("s2", "B")))})
+    assert members_for("team07", [], roster) == ["s1", "s2"]
+    with pytest.raises(PackError, match="s9 not in team team07 on the course roster"):
+        members_for("team07", ["s9"], roster)
+    with pytest.raises(PackError, match="team team99 is not on the course roster"):
+        members_for("team99", [], roster)
+    with pytest.raises(PackError, match="--members"):
+        members_for("team07", [], None)
