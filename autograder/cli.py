@@ -116,9 +116,14 @@ def cmd_grade(course: Course, args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from autograder.scheduler import Cluster, grade_batch
+    from autograder.devices import nvidia_driver_present
+    from autograder.scheduler import Cluster, complete_gpu_tests, grade_batch
 
     assignment = course.get(args.assignment)
+    if args.pending_gpu and not nvidia_driver_present():
+        print("autograder: error: --pending-gpu runs the GPU-marked tests, and this machine has no NVIDIA driver: "
+              "run it on a GPU runner with the same gradebook", file=sys.stderr)
+        return 2
     cluster = None if args.executor == "pool" else Cluster(
         "local" if args.executor == "submitit-local" else "slurm", args.cluster_folder, args.slurm_partition)
     handins, not_handins, handin_problems = _handins_to_grade(course, assignment, args)
@@ -135,9 +140,17 @@ def cmd_grade(course: Course, args: argparse.Namespace) -> int:
                 progress.advance(task)
 
             try:
-                graded, skipped, failures = grade_batch(
-                    assignment, submissions, gradebook, jobs=args.jobs, force=args.force,
-                    isolate=not args.no_isolation, on_done=on_done, cluster=cluster)
+                if args.pending_gpu:
+                    graded, skipped, failures = complete_gpu_tests(
+                        assignment, submissions, gradebook, jobs=args.jobs, isolate=not args.no_isolation,
+                        on_done=on_done)
+                    console.print(f"GPU tests run for {len(graded)} submissions; {len(skipped)} had none pending "
+                                  "(or changed since their CPU grade: grade those without --pending-gpu)")
+                    skipped = []
+                else:
+                    graded, skipped, failures = grade_batch(
+                        assignment, submissions, gradebook, jobs=args.jobs, force=args.force,
+                        isolate=not args.no_isolation, on_done=on_done, cluster=cluster)
             except KeyboardInterrupt:
                 progress.stop()
                 console.print(f"interrupted: {len(done)} submissions were graded and recorded in {args.gradebook}; "
@@ -390,6 +403,9 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--cluster-folder", type=Path, default=Path("out/submitit"),
                        help="where submitit keeps job logs and results (default: %(default)s)")
     grade.add_argument("--slurm-partition", help="Slurm partition for --executor slurm")
+    grade.add_argument("--pending-gpu", action="store_true",
+                       help="on a GPU runner: run only the GPU-marked tests of submissions whose grade waits for them "
+                            "and complete those grades in the same gradebook (the CPU results stay)")
     grade.add_argument("--moodle-worksheet", type=Path, metavar="FILE",
                        help="with a Moodle download: its grading worksheet CSV, the source of hand-in times")
     grade.add_argument("--no-isolation", action="store_true",

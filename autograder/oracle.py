@@ -375,14 +375,18 @@ class OraclePlugin:
         ))
 
 
-def run_suite(assignment: Assignment, code: Extracted, isolate: bool = True, trace: Path | None = None) -> GradingSession:
+def run_suite(assignment: Assignment, code: Extracted, isolate: bool = True, trace: Path | None = None,
+              only_gpu: bool = False) -> GradingSession:
     """Run the assignment's hidden suite against extracted code; returns the filled session.
-    `trace` names a file that always holds the call in progress (for a post-mortem of this process)."""
+    `trace` names a file that always holds the call in progress (for a post-mortem of this process);
+    `only_gpu` runs just the GPU-marked tests (completing a grade a CPU grader left incomplete)."""
     session = GradingSession(assignment, code, isolate, trace)
     plugin = OraclePlugin(session, cuda_available())
     # No ini file: the course's own pytest settings (the framework's tests) must not leak in.
     args = [str(assignment.tests_dir), "-c", os.devnull, "--rootdir", str(assignment.tests_dir),
             *(arg for plugin in UNUSED_PYTEST_PLUGINS for arg in ("-p", f"no:{plugin}")), "--assert=plain", "-W", "ignore"]
+    if only_gpu:
+        args += ["-m", "gpu"]
     try:
         with contextlib.redirect_stdout(None):
             exit_code = pytest.main(args, plugins=[plugin])

@@ -47,6 +47,7 @@ class Job:
     suite_hash: str
     isolate: bool = True
     trace: str | None = None  # a file the worker keeps naming the call in progress
+    only_gpu: bool = False  # run only the GPU-marked tests (`grade --pending-gpu`)
 
 
 def suite_hash(assignment: Assignment) -> str:
@@ -79,7 +80,7 @@ def grade_one(job: Job) -> SubmissionResult:
     except SubmissionFormatError as exc:
         digest = digest or submission_digest(Path(job.path), f"{assignment.id}.ipynb")
         return SubmissionResult(**common, submission_hash=digest, status="error", message=str(exc), results=[])
-    session = run_suite(assignment, code, job.isolate, Path(job.trace) if job.trace else None)
+    session = run_suite(assignment, code, job.isolate, Path(job.trace) if job.trace else None, job.only_gpu)
     notes = list(code.warnings) + list(session.load_warnings)
     if "isolation" in session.isolation:
         notes.append(f"sandbox isolation {session.isolation['isolation']}")
@@ -203,6 +204,44 @@ def run_jobs(todo: list[Job], jobs: int | None = None, cluster: Cluster | None =
 
 def _original(job: Job) -> Job:
     return dataclasses.replace(job, trace=None)
+
+
+def with_gpu_results(cpu: SubmissionResult, gpu: SubmissionResult) -> SubmissionResult:
+    """The CPU grade with each test it could not run ("needs-gpu") replaced by the GPU runner's result."""
+    ran = {r.test_id: r for r in gpu.results}
+    return dataclasses.replace(
+        cpu, results=[ran.get(r.test_id, r) if r.status == "needs-gpu" else r for r in cpu.results],
+        device=f"{cpu.device}; GPU tests on {gpu.device}", graded_at=gpu.graded_at,
+        load_messages="\n".join(filter(None, [cpu.load_messages, gpu.load_messages])))
+
+
+def complete_gpu_tests(assignment: Assignment, submissions: dict[str, Path], gradebook: Gradebook, *,
+                       jobs: int | None = None, isolate: bool = True, on_done=None):
+    """On a GPU runner: run only the GPU-marked tests of the submissions whose recorded grade waits for
+    them, and complete those grades in place; the CPU results stay. A submission changed since, or
+    graded by another suite, needs a full grade and is left out. Returns (completed, left out, failures)."""
+    suite = suite_hash(assignment)
+    todo, left_out = [], []
+    for sid, path in submissions.items():
+        stored = gradebook.get(assignment.id, sid)
+        waiting = stored is not None and any(r.status == "needs-gpu" for r in stored.results)
+        if waiting and stored.suite_hash == suite and stored.submission_hash == submission_digest(
+                path, f"{assignment.id}.ipynb"):
+            todo.append(Job(str(assignment.root), assignment.id, sid, str(path.resolve()), suite, isolate,
+                            only_gpu=True))
+        else:
+            left_out.append(sid)
+    completed, failures = [], {}
+    for job, outcome in run_jobs(todo, jobs):
+        if isinstance(outcome, BaseException) or outcome.status == "error":
+            failures[job.submission_id] = (f"{type(outcome).__name__}: {outcome}" if isinstance(outcome, BaseException)
+                                           else outcome.message)
+        else:
+            gradebook.record(with_gpu_results(gradebook.get(assignment.id, job.submission_id), outcome))
+            completed.append(job.submission_id)
+        if on_done:
+            on_done(job, outcome)
+    return completed, left_out, failures
 
 
 def grade_batch(assignment: Assignment, submissions: dict[str, Path], gradebook: Gradebook, *,

@@ -185,3 +185,50 @@ def test_suite_hash_changes_with_the_tests(assignment):
     finally:
         extra.unlink()
     assert suite_hash(assignment) == before
+
+
+def test_only_gpu_runs_just_the_gpu_marked_tests(assignment, tmp_path):
+    notebook = write_notebook(tmp_path / "submission.ipynb", [nbformat.v4.new_code_cell(CORRECT)])
+    session = run_suite(assignment, extract(notebook), only_gpu=True)
+    assert [(r.test_id.split("::")[1], r.status) for r in session.results] == [("test_on_cuda", "needs-gpu")]
+
+
+def test_pending_gpu_completes_only_the_waiting_grades_and_keeps_the_cpu_results(assignment, tmp_path, monkeypatch):
+    import dataclasses
+
+    from autograder.cli import main
+    from autograder.gradebook import Gradebook
+    from autograder.handins import submission_digest
+    from autograder.scheduler import complete_gpu_tests, grade_batch, with_gpu_results
+
+    for name in ("waiting", "changed"):
+        write_notebook(tmp_path / "batch" / f"{name}.ipynb", [nbformat.v4.new_code_cell(CORRECT)])
+    batch = {p.stem: p for p in (tmp_path / "batch").iterdir()}
+    with Gradebook.open(tmp_path / "gradebook.db") as gradebook:
+        grade_batch(assignment, batch, gradebook, jobs=1)
+        cpu = {s.submission_id: s for s in gradebook.submissions(assignment.id)}
+        assert all(s.incomplete for s in cpu.values())
+        write_notebook(batch["changed"], [nbformat.v4.new_code_cell(CORRECT + "\n# edited\n")])
+        assert submission_digest(batch["changed"]) != cpu["changed"].submission_hash
+        completed, left_out, failures = complete_gpu_tests(assignment, batch, gradebook, jobs=1)
+        assert (completed, left_out, failures) == (["waiting"], ["changed"], {})
+        after = gradebook.get(assignment.id, "waiting")
+        # This machine has no GPU, so the GPU test is still pending; every CPU result is kept as it was.
+        assert [(r.test_id, r.status, r.points_earned) for r in after.results] == [
+            (r.test_id, r.status, r.points_earned) for r in cpu["waiting"].results]
+        assert after.device.endswith("; GPU tests on cpu")
+        assert gradebook.get(assignment.id, "changed").graded_at == cpu["changed"].graded_at
+
+    # Merging a GPU runner's verdict: only the test that waited changes.
+    waiting = cpu["waiting"]
+    gpu_test = next(r for r in waiting.results if r.status == "needs-gpu")
+    ran = dataclasses.replace(gpu_test, status="passed", points_earned=gpu_test.points_possible)
+    gpu = dataclasses.replace(waiting, results=[ran], device="NVIDIA H100")
+    merged = with_gpu_results(waiting, gpu)
+    assert not merged.incomplete and merged.earned == waiting.earned + gpu_test.points_possible
+    assert [r for r in merged.results if r.test_id != gpu_test.test_id] == [
+        r for r in waiting.results if r.test_id != gpu_test.test_id]
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--course-root", str(assignment.root), "grade", assignment.id, str(tmp_path / "batch"),
+                 "--pending-gpu"]) == 2  # this machine has no NVIDIA driver
