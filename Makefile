@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup
+.PHONY: demo test setup slurm
 
 $(BIN)/autograder: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,3 +23,8 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Slurm and munge (Debian, as root) for the real-cluster tests in tests/test_slurm.py; a no-op once installed.
+slurm:
+	@command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; }

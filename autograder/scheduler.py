@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import pickle
 import shutil
+import subprocess
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -91,6 +92,9 @@ def default_jobs() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
+QUEUE_CHECK_S = 10  # how often `squeue` is asked which jobs are still pending or running
+
+
 @dataclass(frozen=True)
 class Cluster:
     """Where one machine is not enough: grading jobs go to Slurm through submitit.
@@ -138,12 +142,26 @@ def _job_failure(cluster_job) -> str:
     """One line on why a cluster job ended without grading all of its chunk, and where its log is."""
     from submitit.core.utils import FailedJobError
 
-    error = cluster_job.exception()
-    if isinstance(error, FailedJobError):  # the job's traceback between two rules: its last line
+    error = cluster_job.exception() if cluster_job.done() else None  # it waits while done() is false
+    if isinstance(error, FailedJobError):  # the last line of the job's traceback, between two rules
         reason = str(error).split("-" * 22)[1].strip().splitlines()[-1]
-    else:
-        reason = str(error).strip().splitlines()[0] if error is not None else "it ended early"
+    elif error is not None:
+        reason = str(error).strip().splitlines()[0]
+    else:  # it left the Slurm queue without a result: killed, so the last line of its log says how
+        log = [line.strip() for line in (cluster_job.stderr() or "").splitlines() if line.strip()]
+        reason = log[-1] if log else "it left the queue without a result"
     return f"cluster job {cluster_job.job_id}: {reason} (log: {cluster_job.paths.stderr})"
+
+
+def _left_the_queue(cluster_jobs: list) -> list:
+    """The jobs Slurm no longer lists as pending or running. submitit learns that a job ended from its
+    result file or from `sacct`; on a cluster without accounting a job that died writes neither and
+    would look pending forever. A failed `squeue` (the controller is busy) settles nothing."""
+    if not cluster_jobs:
+        return []
+    listed = subprocess.run(["squeue", "--me", "--array", "--noheader", "--format=%i"],
+                            capture_output=True, text=True)
+    return [] if listed.returncode else [j for j in cluster_jobs if j.job_id not in listed.stdout.split()]
 
 
 def _run_on_cluster(todo: list[Job], cluster: Cluster):
@@ -174,8 +192,13 @@ def _run_on_cluster(todo: list[Job], cluster: Cluster):
 
     try:
         submit([queue[i:i + cluster.chunk_size] for i in range(0, len(queue), cluster.chunk_size)])
+        next_queue_check = time.monotonic() + QUEUE_CHECK_S
         while running:
-            for cluster_job in [j for j in running if j.done()]:
+            ended = [j for j in running if j.done()]
+            if cluster.kind == "slurm" and time.monotonic() > next_queue_check:
+                ended += _left_the_queue([j for j in running if j not in ended and j.state == "UNKNOWN"])
+                next_queue_check = time.monotonic() + QUEUE_CHECK_S
+            for cluster_job in ended:
                 chunk = running.pop(cluster_job)
                 unfinished = []
                 for job in chunk:

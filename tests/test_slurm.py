@@ -95,7 +95,7 @@ def test_chunk_size_must_be_positive(make_course, tmp_path, capsys):
 
 # --- a real single-node Slurm -------------------------------------------------------------------------
 
-SLURM_PROGRAMS = ("munged", "slurmctld", "slurmd", "sinfo", "sbatch")
+SLURM_PROGRAMS = ("munged", "slurmctld", "slurmd", "sinfo", "sbatch", "squeue", "scancel")
 SAMPLES = ("correct", "partial", "raises")
 
 
@@ -151,7 +151,14 @@ def _logs(folder: Path) -> str:
 
 
 def _stop(folder: Path) -> None:
-    """End the daemons this fixture started, by the ids in their pid files."""
+    """Cancel what is left in the queue and wait until its job steps are gone (they need slurmd to end),
+    then end the daemons this fixture started, by the ids in their pid files."""
+    if (folder / "slurmctld.pid").exists():
+        subprocess.run(["scancel", "--partition=test"], capture_output=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and subprocess.run(
+                ["squeue", "--noheader"], capture_output=True, text=True).stdout.strip():
+            time.sleep(1)
     for name in ("slurmd.pid", "slurmctld.pid"):
         path = folder / name
         if path.exists():
@@ -217,3 +224,19 @@ def test_a_real_slurm_grades_samples_into_the_gradebook(slurm, tmp_path, capsys)
     assert list(jobs.glob("*_0_log.out")), "the jobs ran through Slurm (submitit names array tasks <job>_<task>)"
     log = (slurm / "slurmctld.log").read_text()
     assert log.count("sched: Allocate JobId=") == 2, "one Slurm job per chunk of 2"
+
+
+def test_a_real_slurm_job_that_dies_is_noticed_retried_once_and_reported(slurm, make_course, tmp_path, capsys):
+    """This Slurm has no accounting (no sacct): the grader learns from squeue that the job is gone."""
+    root = make_course(grader_tests={"test_crash.py": CRASH_SUITE})
+    submission = write_notebook(tmp_path / "team_crash.ipynb", [nbformat.v4.new_code_cell(
+        "def output():\n    return 'crash'\n")])
+    db = tmp_path / "gradebook.db"
+    status = main(["--course-root", str(root), "grade", ASSIGNMENT, str(submission), "--gradebook", str(db),
+                   "--executor", "slurm", "--cluster-folder", str(tmp_path / "jobs")])
+    out, err = capsys.readouterr()
+    assert status == 3, f"{out}\n{err}\n{_logs(slurm)}"
+    assert "grader failure on team_crash (not recorded, rerun to retry): RuntimeError: the cluster job grading it " \
+           "failed twice while running `output`; cluster job" in " ".join(err.split())
+    with Gradebook.open(db) as gradebook:
+        assert gradebook.submissions(ASSIGNMENT) == []
