@@ -1,12 +1,14 @@
 """Stage 7: grade a batch of submissions in parallel and record each one as soon as it is done.
 
-Locally (the default) a pool of workers on this machine; on a cluster, Slurm jobs through submitit.
+Locally (the default) a pool of workers on this machine; on a cluster, Slurm jobs through submitit,
+each grading a chunk of submissions.
 
 The CLI process never imports torch. Grading workers fork from a warm forkserver that has imported
 torch, transformers and pytest once; each worker runs the hidden suite per submission and starts
 its sandboxes from a forkserver of its own (a sandbox must never be forked from a process that has
-held reference values in memory). Each finished submission is committed to the gradebook at once,
-so an interrupted batch loses nothing and a rerun skips what is already graded.
+held reference values in memory). Each finished submission is committed to the gradebook at once
+(on a cluster, when its chunk's job ends), so an interrupted batch loses nothing and a rerun skips
+what is already graded.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import logging
 import math
 import multiprocessing
 import os
@@ -164,6 +167,12 @@ def _left_the_queue(cluster_jobs: list) -> list:
     return [] if listed.returncode else [j for j in cluster_jobs if j.job_id not in listed.stdout.split()]
 
 
+def _without_sacct_warnings(record: logging.LogRecord) -> bool:
+    """submitit warns (on stdout and stderr) at each poll where `sacct` fails, every minute on a cluster
+    without accounting, where `_left_the_queue` does sacct's job."""
+    return "Bypassing sacct error" not in record.getMessage()
+
+
 def _run_on_cluster(todo: list[Job], cluster: Cluster):
     """Yield (job, outcome) as each chunk job ends. The submissions a failed or preempted job did not
     finish are retried once: the one in progress alone (it may be what killed the job), the others
@@ -171,6 +180,7 @@ def _run_on_cluster(todo: list[Job], cluster: Cluster):
     retries it). Each outcome is read from its own file once: nothing is lost or recorded twice."""
     import submitit
 
+    logging.getLogger("submitit").addFilter(_without_sacct_warnings)
     assignment = load_course(Path(todo[0].course_root)).get(todo[0].assignment_id)
     executor = submitit.AutoExecutor(folder=cluster.folder, cluster=cluster.kind)
     params = {"timeout_min": math.ceil(cluster.chunk_size * assignment.limits.submission_timeout_s / 60) + 10,
@@ -184,14 +194,17 @@ def _run_on_cluster(todo: list[Job], cluster: Cluster):
     running: dict = {}
     retried: set[str] = set()
 
-    def submit(chunks: list[list[Job]]) -> None:
-        for job in (job for chunk in chunks for job in chunk):
+    def chunks(jobs: list[Job]) -> list[list[Job]]:
+        return [jobs[i:i + cluster.chunk_size] for i in range(0, len(jobs), cluster.chunk_size)]
+
+    def submit(batches: list[list[Job]]) -> None:
+        for job in (job for chunk in batches for job in chunk):
             Path(job.trace).unlink(missing_ok=True)  # it exists again once a job starts grading it
-        if chunks:
-            running.update(zip(executor.map_array(grade_chunk, chunks), chunks))
+        if batches:
+            running.update(zip(executor.map_array(grade_chunk, batches), batches))
 
     try:
-        submit([queue[i:i + cluster.chunk_size] for i in range(0, len(queue), cluster.chunk_size)])
+        submit(chunks(queue))
         next_queue_check = time.monotonic() + QUEUE_CHECK_S
         while running:
             ended = [j for j in running if j.done()]
@@ -218,8 +231,7 @@ def _run_on_cluster(todo: list[Job], cluster: Cluster):
                 retried.update(j.trace for j in again)
                 alone = [[j] for j in again if Path(j.trace).exists()]
                 together = [j for j in again if not Path(j.trace).exists()]
-                submit(alone + [together[i:i + cluster.chunk_size]
-                                for i in range(0, len(together), cluster.chunk_size)])
+                submit(alone + chunks(together))
             time.sleep(0.5)
     except BaseException:
         for cluster_job in running:
