@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup gpu-check
+.PHONY: demo test setup slurm gpu-check
 
 $(BIN)/autograder: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,3 +28,8 @@ test: setup
 # sample against expected.json, write the 04 CUDA snapshot, time 100 hand-ins of 04; one summary, < 8 min.
 gpu-check: setup
 	OUT=out/gpu_check GPU_CHECK_BUDGET_S=450 $(BIN)/python bench/gpu_check.py
+
+# Slurm and munge (Debian, as root) for the real-cluster tests in tests/test_slurm.py; a no-op once installed.
+slurm:
+	@command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; }

@@ -11,6 +11,7 @@ import atexit
 import contextlib
 import re
 import sys
+import time
 from pathlib import Path
 
 from autograder.config import ConfigError, Course, load_course
@@ -114,7 +115,6 @@ def _mutation_problems(assignment, args: argparse.Namespace) -> list[str]:
 def cmd_grade(course: Course, args: argparse.Namespace) -> int:
     """Grade submissions into the gradebook and print a score table."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from autograder.devices import nvidia_driver_present
     from autograder.scheduler import Cluster, complete_gpu_tests, grade_batch
@@ -124,45 +124,97 @@ def cmd_grade(course: Course, args: argparse.Namespace) -> int:
         print("autograder: error: --pending-gpu runs the GPU-marked tests, and this machine has no NVIDIA driver: "
               "run it on a GPU runner with the same gradebook", file=sys.stderr)
         return 2
+    if args.chunk_size < 1:
+        print(f"autograder: error: --chunk-size must be at least 1, not {args.chunk_size}", file=sys.stderr)
+        return 2
     cluster = None if args.executor == "pool" else Cluster(
-        "local" if args.executor == "submitit-local" else "slurm", args.cluster_folder, args.slurm_partition)
+        "local" if args.executor == "submitit-local" else "slurm", args.cluster_folder, args.slurm_partition,
+        args.chunk_size)
     handins, not_handins, handin_problems = _handins_to_grade(course, assignment, args)
     submissions = {sid: h.path for sid, h in handins.items()}
     console = Console(stderr=True)
     with Gradebook.open(args.gradebook) as gradebook:
-        with Progress(TextColumn("grading {task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console, transient=True) as progress:
-            task = progress.add_task(assignment.id, total=len(submissions))
-            done = []
-
-            def on_done(job, outcome):
-                done.append(job.submission_id)
-                progress.advance(task)
-
+        with _BatchProgress(assignment.id, console, live=sys.stdout.isatty()) as progress:
             try:
                 if args.pending_gpu:
                     graded, skipped, failures = complete_gpu_tests(
                         assignment, submissions, gradebook, jobs=args.jobs, isolate=not args.no_isolation,
-                        on_done=on_done)
+                        on_start=progress.start, on_done=progress.done)
                     console.print(f"GPU tests run for {len(graded)} submissions; {len(skipped)} had none pending "
                                   "(or changed since their CPU grade: grade those without --pending-gpu)")
                     skipped = []
                 else:
                     graded, skipped, failures = grade_batch(
                         assignment, submissions, gradebook, jobs=args.jobs, force=args.force,
-                        isolate=not args.no_isolation, on_done=on_done, cluster=cluster)
+                        isolate=not args.no_isolation, on_start=progress.start, on_done=progress.done,
+                        cluster=cluster)
             except KeyboardInterrupt:
                 progress.stop()
-                console.print(f"interrupted: {len(done)} submissions were graded and recorded in {args.gradebook}; "
-                              "run the same command again to grade the rest", soft_wrap=True)
+                console.print(f"interrupted: {progress.recorded} submissions were graded and recorded in "
+                              f"{args.gradebook}; run the same command again to grade the rest", soft_wrap=True)
                 return 130
-            progress.update(task, completed=len(submissions))
         _record_handins(gradebook, course, assignment, handins)
         results = {r.submission_id: r for r in gradebook.submissions(assignment.id) if r.submission_id in submissions}
     _print_scores(assignment, results, set(skipped), not_handins, handin_problems)
     for sid, failure in failures.items():
         console.print(_plain(f"grader failure on {sid} (not recorded, rerun to retry): {failure}", style="red"))
     return 3 if failures else 0
+
+
+class _BatchProgress:
+    """Done/total, rate, time left and the failures so far of a `grade` batch: a rich bar on a terminal,
+    one plain line per finished submission otherwise (a log file, CI), both from `summary`.
+
+    Students' failing submissions (a check failed or timed out, or the notebook could not be read) are
+    counted apart from grader failures (not recorded, or a test that hit a grader error): only the
+    second need the course staff."""
+
+    def __init__(self, label: str, console, live: bool):
+        from rich.progress import BarColumn, Progress, TextColumn
+
+        self.label, self.total, self.finished, self.recorded, self.failing, self.grader_failures = label, 0, 0, 0, 0, 0
+        self.began = time.monotonic()
+        self._bar = Progress(TextColumn("grading {task.description}"), BarColumn(), TextColumn("{task.fields[summary]}"),
+                             console=console, transient=True, disable=not live)
+
+    def __enter__(self) -> _BatchProgress:
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._bar.__exit__(*exc_info)
+
+    def stop(self) -> None:
+        self._bar.stop()
+
+    def start(self, total: int) -> None:
+        self.total, self.began = total, time.monotonic()
+        self._task = self._bar.add_task(self.label, total=total, summary=self.summary())
+
+    def done(self, job, outcome) -> None:
+        self.finished += 1
+        if isinstance(outcome, BaseException) or any(t.status == "error" for t in outcome.results):
+            self.grader_failures += 1
+        elif outcome.status == "error" or any(t.status in ("failed", "timeout") for t in outcome.results):
+            self.failing += 1
+        if not isinstance(outcome, BaseException):
+            self.recorded += 1
+        self._bar.update(self._task, advance=1, summary=self.summary())
+        if self._bar.disable:
+            score = "grader failure" if isinstance(outcome, BaseException) else f"{outcome.earned:g}/{outcome.possible:g}"
+            print(_plain(f"{job.submission_id}: {score} | {self.summary()}").plain, flush=True)
+
+    def summary(self, now: float | None = None) -> str:
+        elapsed = (time.monotonic() if now is None else now) - self.began
+        rate = self.finished / elapsed * 60 if self.finished and elapsed > 0 else None
+        left = "--" if rate is None else _minutes((self.total - self.finished) / rate * 60)
+        return (f"{self.finished}/{self.total} graded, {'--' if rate is None else f'{rate:.1f}'}/min, {left} left, "
+                f"{self.failing} failing, {self.grader_failures} grader failures")
+
+
+def _minutes(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes}m{seconds:02d}s"
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -398,8 +450,12 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--jobs", type=int, help="parallel grading workers (default: CPU count)")
     grade.add_argument("--force", action="store_true", help="regrade submissions that are already current")
     grade.add_argument("--executor", choices=["pool", "slurm", "submitit-local"], default="pool",
-                       help="pool: workers on this machine (default); slurm: one cluster job per submission "
-                            "through submitit; submitit-local: submitit's local executor (tests the cluster path)")
+                       help="pool: workers on this machine (default); slurm: cluster jobs through submitit, each "
+                            "grading --chunk-size submissions; submitit-local: submitit's local executor (tests the "
+                            "cluster path)")
+    grade.add_argument("--chunk-size", type=int, default=8, metavar="N",
+                       help="with --executor slurm: submissions per cluster job, which pays the start of its "
+                            "grading process (seconds) once (default: %(default)s)")
     grade.add_argument("--cluster-folder", type=Path, default=Path("out/submitit"),
                        help="where submitit keeps job logs and results (default: %(default)s)")
     grade.add_argument("--slurm-partition", help="Slurm partition for --executor slurm")

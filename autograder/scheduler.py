@@ -1,12 +1,14 @@
 """Stage 7: grade a batch of submissions in parallel and record each one as soon as it is done.
 
-Locally (the default) a pool of workers on this machine; on a cluster, Slurm jobs through submitit.
+Locally (the default) a pool of workers on this machine; on a cluster, Slurm jobs through submitit,
+each grading a chunk of submissions.
 
 The CLI process never imports torch. Grading workers fork from a warm forkserver that has imported
 torch, transformers and pytest once; each worker runs the hidden suite per submission and starts
 its sandboxes from a forkserver of its own (a sandbox must never be forked from a process that has
-held reference values in memory). Each finished submission is committed to the gradebook at once,
-so an interrupted batch loses nothing and a rerun skips what is already graded.
+held reference values in memory). Each finished submission is committed to the gradebook at once
+(on a cluster, when its chunk's job ends), so an interrupted batch loses nothing and a rerun skips
+what is already graded.
 """
 
 from __future__ import annotations
@@ -14,9 +16,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import logging
 import math
 import multiprocessing
 import os
+import pickle
+import shutil
+import subprocess
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -92,42 +98,150 @@ def default_jobs() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
+QUEUE_CHECK_S = 10  # how often `squeue` is asked which jobs are still pending or running
+
+
 @dataclass(frozen=True)
 class Cluster:
     """Where one machine is not enough: grading jobs go to Slurm through submitit.
 
-    `kind` is "slurm", or "local" for submitit's local executor (the same code path, for CI).
-    Each job grades one submission; its sandboxes still fork from a warm forkserver on the node.
+    `kind` is "slurm", or "local" for submitit's local executor (the same code path, for CI). Each
+    job grades a chunk of `chunk_size` submissions in one process, so the start of its sandbox
+    forkserver (torch and transformers imported, seconds) is paid once per chunk, not per submission.
     """
 
     kind: str
     folder: Path
-    partition: str | None = None
+    partition: str | None
+    chunk_size: int
+
+
+def _result_file(job: Job) -> Path:
+    return Path(job.trace).with_suffix(".result")
+
+
+def grade_chunk(chunk: list[Job]) -> None:
+    """Runs in one cluster job: grade each submission and write its outcome at once, next to its trace
+    on the shared file system, so a job that dies or is preempted loses only the submission in
+    progress. A requeued job skips what it already wrote. A grader failure of one submission (an
+    exception) is its outcome and does not stop the others."""
+    for job in chunk:
+        if _result_file(job).exists():
+            continue
+        try:
+            outcome = grade_one(job)
+        except Exception as exc:  # as the pool reports it; one that cannot be pickled fails the job
+            outcome = exc
+        partial = _result_file(job).with_suffix(".partial")
+        partial.write_bytes(pickle.dumps(outcome))
+        partial.replace(_result_file(job))  # never read half written
+
+
+def _read_outcome(job: Job):
+    """The outcome a cluster job wrote for `job`, or None. The file is written by the grading process
+    (trusted code; the sandbox never sees the cluster folder), as submitit's own result files are."""
+    path = _result_file(job)
+    return pickle.loads(path.read_bytes()) if path.exists() else None
+
+
+def _job_failure(cluster_job) -> str:
+    """One line on why a cluster job ended without grading all of its chunk, and where its log is."""
+    from submitit.core.utils import FailedJobError
+
+    error = cluster_job.exception() if cluster_job.done() else None  # it waits while done() is false
+    if isinstance(error, FailedJobError):  # the last line of the job's traceback, between two rules
+        reason = str(error).split("-" * 22)[1].strip().splitlines()[-1]
+    elif error is not None:
+        reason = str(error).strip().splitlines()[0]
+    else:  # it left the Slurm queue without a result: killed, so the last line of its log says how
+        log = [line.strip() for line in (cluster_job.stderr() or "").splitlines() if line.strip()]
+        reason = log[-1] if log else "it left the queue without a result"
+    return f"cluster job {cluster_job.job_id}: {reason} (log: {cluster_job.paths.stderr})"
+
+
+def _left_the_queue(cluster_jobs: list) -> list:
+    """The jobs Slurm no longer lists as pending or running. submitit learns that a job ended from its
+    result file or from `sacct`; on a cluster without accounting a job that died writes neither and
+    would look pending forever. A failed `squeue` (the controller is busy) settles nothing."""
+    if not cluster_jobs:
+        return []
+    listed = subprocess.run(["squeue", "--me", "--array", "--noheader", "--format=%i"],
+                            capture_output=True, text=True)
+    return [] if listed.returncode else [j for j in cluster_jobs if j.job_id not in listed.stdout.split()]
+
+
+def _without_sacct_warnings(record: logging.LogRecord) -> bool:
+    """submitit warns (on stdout and stderr) at each poll where `sacct` fails, every minute on a cluster
+    without accounting, where `_left_the_queue` does sacct's job."""
+    return "Bypassing sacct error" not in record.getMessage()
 
 
 def _run_on_cluster(todo: list[Job], cluster: Cluster):
+    """Yield (job, outcome) as each chunk job ends. The submissions a failed or preempted job did not
+    finish are retried once: the one in progress alone (it may be what killed the job), the others
+    together. A submission whose second job fails too is a grader failure (not recorded, so a rerun
+    retries it). Each outcome is read from its own file once: nothing is lost or recorded twice."""
     import submitit
 
+    logging.getLogger("submitit").addFilter(_without_sacct_warnings)
     assignment = load_course(Path(todo[0].course_root)).get(todo[0].assignment_id)
     executor = submitit.AutoExecutor(folder=cluster.folder, cluster=cluster.kind)
-    params = {"timeout_min": math.ceil(assignment.limits.submission_timeout_s / 60) + 10, "cpus_per_task": 2}
+    params = {"timeout_min": math.ceil(cluster.chunk_size * assignment.limits.submission_timeout_s / 60) + 10,
+              "cpus_per_task": 2}
     if cluster.kind == "slurm":
-        params.update(slurm_partition=cluster.partition, gpus_per_node=1 if assignment.gpu else 0)
+        params.update(slurm_partition=cluster.partition, gpus_per_node=1 if assignment.gpu else None)
     executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
-    pending = dict(zip(executor.map_array(grade_one, todo), todo))
+    cluster.folder.mkdir(parents=True, exist_ok=True)
+    batch = Path(tempfile.mkdtemp(prefix="batch-", dir=cluster.folder))
+    queue = [dataclasses.replace(job, trace=str(batch / f"{n}.call")) for n, job in enumerate(todo)]
+    running: dict = {}
+    retried: set[str] = set()
+
+    def chunks(jobs: list[Job]) -> list[list[Job]]:
+        return [jobs[i:i + cluster.chunk_size] for i in range(0, len(jobs), cluster.chunk_size)]
+
+    def submit(batches: list[list[Job]]) -> None:
+        for job in (job for chunk in batches for job in chunk):
+            Path(job.trace).unlink(missing_ok=True)  # it exists again once a job starts grading it
+        if batches:
+            running.update(zip(executor.map_array(grade_chunk, batches), batches))
+
     try:
-        while pending:
-            for cluster_job in [j for j in pending if j.done()]:
-                job = pending.pop(cluster_job)
-                try:
-                    yield job, cluster_job.result()
-                except Exception as exc:  # submitit re-raises the job's failure here
-                    yield job, exc
+        submit(chunks(queue))
+        next_queue_check = time.monotonic() + QUEUE_CHECK_S
+        while running:
+            ended = [j for j in running if j.done()]
+            if cluster.kind == "slurm" and time.monotonic() > next_queue_check:
+                ended += _left_the_queue([j for j in running if j not in ended and j.state == "UNKNOWN"])
+                next_queue_check = time.monotonic() + QUEUE_CHECK_S
+            for cluster_job in ended:
+                chunk = running.pop(cluster_job)
+                unfinished = []
+                for job in chunk:
+                    outcome = _read_outcome(job)
+                    if outcome is not None:
+                        yield _original(job), outcome
+                    else:
+                        unfinished.append(job)
+                if not unfinished:
+                    continue
+                failure = _job_failure(cluster_job)
+                for job in [j for j in unfinished if j.trace in retried]:
+                    call = Path(job.trace).read_text() if Path(job.trace).exists() else ""
+                    during = f" while running `{call}`" if call else ""
+                    yield _original(job), RuntimeError(f"the cluster job grading it failed twice{during}; {failure}")
+                again = [j for j in unfinished if j.trace not in retried]
+                retried.update(j.trace for j in again)
+                alone = [[j] for j in again if Path(j.trace).exists()]
+                together = [j for j in again if not Path(j.trace).exists()]
+                submit(alone + chunks(together))
             time.sleep(0.5)
     except BaseException:
-        for cluster_job in pending:
+        for cluster_job in running:
             cluster_job.cancel(check=False)
         raise
+    finally:
+        shutil.rmtree(batch, ignore_errors=True)
 
 
 def _died_result(job: Job, during: str) -> SubmissionResult:
@@ -216,7 +330,7 @@ def with_gpu_results(cpu: SubmissionResult, gpu: SubmissionResult) -> Submission
 
 
 def complete_gpu_tests(assignment: Assignment, submissions: dict[str, Path], gradebook: Gradebook, *,
-                       jobs: int | None = None, isolate: bool = True, on_done=None):
+                       jobs: int | None = None, isolate: bool = True, on_start=None, on_done=None):
     """On a GPU runner: run only the GPU-marked tests of the submissions whose recorded grade waits for
     them, and complete those grades in place; the CPU results stay. A submission changed since, or
     graded by another suite, needs a full grade and is left out. Returns (completed, left out, failures)."""
@@ -231,6 +345,8 @@ def complete_gpu_tests(assignment: Assignment, submissions: dict[str, Path], gra
                             only_gpu=True))
         else:
             left_out.append(sid)
+    if on_start:
+        on_start(len(todo))
     completed, failures = [], {}
     for job, outcome in run_jobs(todo, jobs):
         if isinstance(outcome, BaseException) or outcome.status == "error":
@@ -245,12 +361,13 @@ def complete_gpu_tests(assignment: Assignment, submissions: dict[str, Path], gra
 
 
 def grade_batch(assignment: Assignment, submissions: dict[str, Path], gradebook: Gradebook, *,
-                jobs: int | None = None, force: bool = False, isolate: bool = True, on_done=None,
+                jobs: int | None = None, force: bool = False, isolate: bool = True, on_start=None, on_done=None,
                 cluster: Cluster | None = None):
     """Grade what is not already current in `gradebook`.
 
-    Returns (graded ids, skipped ids, {id: grader failure}). `on_done(job, result_or_error)` is
-    called in this process as each submission finishes (progress bars). A submission whose grading
+    Returns (graded ids, skipped ids, {id: grader failure}). For progress reports, `on_start(n)` is
+    called with the number of submissions to grade once the unchanged ones are set aside, and
+    `on_done(job, result_or_error)` in this process as each one finishes. A submission whose grading
     failed for the grader's own reasons is not recorded, so the next run retries it.
     """
     suite = suite_hash(assignment)
@@ -263,6 +380,8 @@ def grade_batch(assignment: Assignment, submissions: dict[str, Path], gradebook:
             skipped.append(sid)
         else:
             todo.append(Job(str(assignment.root), assignment.id, sid, str(path.resolve()), suite, isolate))
+    if on_start:
+        on_start(len(todo))
     graded, failures = [], {}
     for job, outcome in run_jobs(todo, jobs, cluster):
         if isinstance(outcome, BaseException):
