@@ -18,6 +18,7 @@ import builtins
 import contextlib
 import copy
 import fnmatch
+import functools
 import importlib.metadata
 import io
 import multiprocessing
@@ -27,6 +28,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nbformat
 from nbgrader.utils import compute_checksum, is_grade, is_locked, is_solution
 
 from autograder.extraction import WHAT_RUNS, Extracted, _bound_names, extract
@@ -131,8 +133,6 @@ class Report:
 
 
 def _read_nb(path: Path):
-    import nbformat
-
     try:
         return nbformat.read(path, as_version=4)
     except FileNotFoundError:
@@ -255,7 +255,8 @@ def _bound_anywhere(node: ast.stmt) -> set[str]:
     return names
 
 
-def _grader_modules() -> set[str] | None:
+@functools.cache
+def _grader_modules() -> frozenset[str] | None:
     """Top-level modules the grader can import: the standard library and the packages the autograder
     depends on, with theirs (None when the autograder is not installed as a package here)."""
     from packaging.requirements import Requirement
@@ -278,7 +279,7 @@ def _grader_modules() -> set[str] | None:
                 todo.append(requirement.name)
     installed = {module for module, dists in importlib.metadata.packages_distributions().items()
                  if any(canonicalize_name(d) in seen for d in dists)}
-    return installed | set(sys.stdlib_module_names) | {"autograder"}
+    return frozenset(installed | set(sys.stdlib_module_names) | {"autograder"})
 
 
 def _failing_imports(kept: list[_Statement]) -> list[tuple[_Statement, str]] | None:
@@ -500,7 +501,7 @@ def run_public_checks(notebook: Path, extraction: str, checks_dir: Path,
                 if kind == "start":
                     current = value
                 elif kind == "done":
-                    rows += value
+                    rows += [(f"{current}: {name}", ok, message) for name, ok, message in value]
                     skip.append(current)
                     current = None
                 else:  # "tasks": loaded
@@ -548,8 +549,11 @@ def _notebook_path(caller_globals: dict) -> Path:
     """The notebook this kernel runs: Jupyter (server 2+) and VS Code say which; otherwise the only
     notebook of the working folder."""
     for candidate in (os.environ.get("JPY_SESSION_NAME"), caller_globals.get("__vsc_ipynb_file__")):
-        if candidate and candidate.endswith(".ipynb") and Path(candidate).is_file():
-            return Path(candidate)
+        if candidate and candidate.endswith(".ipynb"):
+            # Jupyter may give the path relative to its root folder; the kernel runs in the notebook's.
+            for path in (Path(candidate), Path.cwd() / Path(candidate).name):
+                if path.is_file():
+                    return path
     found = sorted(Path.cwd().glob("*.ipynb"))
     if len(found) == 1:
         return found[0]
