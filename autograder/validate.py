@@ -466,6 +466,7 @@ def _checks_child(conn, notebook: str, extraction: str, checks_dir: str, skip: l
         for task in tasks:
             conn.send(("start", task))
             conn.send(("done", checks.run_checks(task, namespace)))
+        conn.send(("end", None))  # before the process winds down (exiting after torch can take seconds)
 
 
 def run_public_checks(notebook: Path, extraction: str, checks_dir: Path,
@@ -504,6 +505,8 @@ def run_public_checks(notebook: Path, extraction: str, checks_dir: Path,
                     rows += [(f"{current}: {name}", ok, message) for name, ok, message in value]
                     skip.append(current)
                     current = None
+                elif kind == "end":
+                    break
                 else:  # "tasks": loaded
                     current = None
         finally:
