@@ -282,7 +282,7 @@ def test_notebook_lines_shown_elsewhere_in_the_release_are_leaks(make_course, ce
     source = demo_cells() + [cells.markdown(f"Hint:\n   {leaked}  ")]
     with pytest.raises(ReleaseError, match="would leak") as caught:
         release_assignment(assignment_of(make_course(source)))
-    assert f"release/{ASSIGNMENT}/{NOTEBOOK} cell 6 line 2: {leaked!r} comes from {origin}" in str(caught.value)
+    assert f"release/{ASSIGNMENT}/{NOTEBOOK} cell 7 line 2: {leaked!r} comes from {origin}" in str(caught.value)
 
 
 def test_check_finds_leaks_anywhere_under_release(assignment):
