@@ -322,8 +322,9 @@ def _dotted(node: ast.AST) -> list[str] | None:
 def _forbidden_uses(node: ast.AST, api: str, own: set[str], imported: dict[str, str]) -> list[int]:
     """Lines of `node` that reach `api` by name: `F.scaled_dot_product_attention`, `model.generate`,
     `getattr(x, "name")`, or an operator pattern (`aten::quantize_per_*`) through `torch.ops`. A static
-    approximation of the grader's tripwires: a path through an imported module must be the API itself
-    (`torch.matmul` is not `bitsandbytes.matmul`); on any other object the name alone counts."""
+    approximation of the grader's tripwires: a path through an imported module must end in the API's name
+    in the API's library (`torch._C._nn.scaled_dot_product_attention` counts, `torch.matmul` is not
+    `bitsandbytes.matmul`); on any other object (`model.generate`) the name alone counts."""
     if "::" in api:
         namespace, pattern = api.split("::", 1)
         return [n.lineno for n in ast.walk(node) if isinstance(n, ast.Attribute)
@@ -334,17 +335,17 @@ def _forbidden_uses(node: ast.AST, api: str, own: set[str], imported: dict[str, 
     cut = -1 if len(parts) > 1 and (parts[-1].startswith("__") or parts[-1] == "forward") else len(parts)
     name = parts[:cut][-1]
 
-    def is_api(path: str) -> bool:
-        return api == path or api.startswith(path + ".")
+    def reaches(path: str) -> bool:  # the same name in the same library: the API or one of its bindings
+        return path.rsplit(".", 1)[-1] == name and path.split(".")[0] == parts[0]
 
     lines = []
     for n in ast.walk(node):
         chain = _dotted(n) if isinstance(n, ast.Attribute) and n.attr == name else None
-        if ((chain and (is_api(".".join([imported[chain[0]], *chain[1:]])) if chain[0] in imported else True))
-                or (isinstance(n, ast.Name) and n.id == name
-                    and (is_api(imported[name]) if name in imported else name not in own))
+        if ((chain and (reaches(".".join([imported[chain[0]], *chain[1:]])) if chain[0] in imported else True))
+                or (isinstance(n, ast.Name) and (reaches(imported[n.id]) if n.id in imported
+                                                 else n.id == name and name not in own))
                 or (isinstance(n, ast.Constant) and n.value == name)
-                or (isinstance(n, ast.ImportFrom) and any(is_api(f"{n.module}.{a.name}") for a in n.names))):
+                or (isinstance(n, ast.ImportFrom) and any(reaches(f"{n.module}.{a.name}") for a in n.names))):
             lines.append(n.lineno)
     return lines
 

@@ -17,7 +17,8 @@ import pytest
 
 from autograder.cli import main
 from autograder.extraction import extract
-from autograder.validate import _notebook_path, run_public_checks, validate, validate_notebook
+from autograder.validate import (_forbidden_uses, _imported, _notebook_path, _statements, run_public_checks, validate,
+                                 validate_notebook)
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = sorted(p.name for p in (ROOT / "samples").iterdir() if (p / "expected.json").exists())
@@ -99,6 +100,30 @@ def test_the_release_records_the_hidden_suites_forbidden_apis():
     assert meta["forbidden"]["scaled_dot_product_attention"] == "torch.nn.functional.scaled_dot_product_attention"
     assert "causal_mask" not in meta["forbidden"]
     assert meta["graded"]["MultiHeadSelfAttention"]["MultiHeadSelfAttention.forward"] == "(self, x, causal=True)"
+
+
+SDPA = "torch.nn.functional.scaled_dot_product_attention"
+
+
+@pytest.mark.parametrize(("imports", "body", "api", "found"), [
+    ("import torch.nn.functional as F", "F.scaled_dot_product_attention(q, k, v)", SDPA, True),
+    ("import torch", "torch._C._nn.scaled_dot_product_attention(q, k, v)", SDPA, True),
+    ("from torch.nn.functional import scaled_dot_product_attention as sdpa", "sdpa(q, k, v)", SDPA, True),
+    ("import torch.nn.functional as F", "getattr(F, 'scaled_dot_product_attention')(q, k, v)", SDPA, True),
+    ("import torch", "torch.softmax(q @ k.T, -1) @ v", SDPA, False),
+    ("import torch", "torch.matmul(q, k)", "bitsandbytes.matmul", False),
+    ("import bitsandbytes as bnb", "bnb.matmul(q, k)", "bitsandbytes.matmul", True),
+    ("import torch", "torch.ops.bitsandbytes.int8_vectorwise_quant(q)", "bitsandbytes::*", True),
+    ("import torch", "q.model.generate(k)", "transformers.generation.utils.GenerationMixin.generate", True),
+    ("import torch", "scaled_dot_product_attention(q, k, v)", SDPA, False),  # the notebook's own function
+])
+def test_forbidden_apis_are_found_by_alias_binding_and_getattr(tmp_path, imports, body, api, found):
+    notebook = tmp_path / "nb.ipynb"
+    code = f"{imports}\n\ndef f(q, k, v):\n    return {body}\n\ndef scaled_dot_product_attention(q, k, v):\n    return q\n"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]), notebook)
+    kept = _statements(extract(notebook))
+    function = next(s.node for s in kept if getattr(s.node, "name", "") == "f")
+    assert bool(_forbidden_uses(function, api, {"f", "scaled_dot_product_attention"}, _imported(kept))) == found
 
 
 # --- findings on a notebook started from the release -----------------------------------------------
