@@ -119,7 +119,8 @@ SDPA = "torch.nn.functional.scaled_dot_product_attention"
 ])
 def test_forbidden_apis_are_found_by_alias_binding_and_getattr(tmp_path, imports, body, api, found):
     notebook = tmp_path / "nb.ipynb"
-    code = f"{imports}\n\ndef f(q, k, v):\n    return {body}\n\ndef scaled_dot_product_attention(q, k, v):\n    return q\n"
+    code = (f"{imports}\n\ndef f(q, k, v):\n    return {body}\n\n"
+            "def scaled_dot_product_attention(q, k, v):\n    return q\n")
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]), notebook)
     kept = _statements(extract(notebook))
     function = next(s.node for s in kept if getattr(s.node, "name", "") == "f")
