@@ -199,10 +199,11 @@ def _check_interface(meta: dict, defs: dict[str, _Statement], report: Report) ->
     for task, names in meta["graded"].items():
         for name, wanted in names.items():
             owner, _, method = name.partition(".")
+            of_task = "" if owner == task else f" (task {task})"
             found = defs.get(owner)
             if found is None:
                 if not method:
-                    report.problems.append(f"`{name}` ({task}) is not defined where the grader sees it: "
+                    report.problems.append(f"`{name}`{of_task} is not defined where the grader sees it: "
                                            f"its tests score zero")
                 continue
             node = found.node
@@ -212,21 +213,21 @@ def _check_interface(meta: dict, defs: dict[str, _Statement], report: Report) ->
                 node = next((n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
                              and n.name == method), None)
                 if node is None:
-                    report.problems.append(f"class `{owner}` ({task}) has no method `{method}`; the release "
+                    report.problems.append(f"class `{owner}`{of_task} has no method `{method}`; the release "
                                            f"has `def {method}{wanted}`")
                     continue
             elif (wanted == "class") != isinstance(node, ast.ClassDef):
-                report.problems.append(f"`{name}` ({task}) must be a {'class' if wanted == 'class' else 'function'}"
+                report.problems.append(f"`{name}`{of_task} must be a {'class' if wanted == 'class' else 'function'}"
                                        f" as in the release ({found.where})")
                 continue
             if wanted == "class":
                 continue
             mine = signature(node)
             if mine != wanted:
-                report.problems.append(f"`{name}` ({task}) takes {mine} but the release says {wanted} "
+                report.problems.append(f"`{name}`{of_task} takes {mine} but the release says {wanted} "
                                        f"({found.where}): the tests call it as the release says")
             elif _is_stub(node):
-                report.problems.append(f"`{name}` ({task}) is not implemented yet (it still raises "
+                report.problems.append(f"`{name}`{of_task} is not implemented yet (it still raises "
                                        "NotImplementedError)")
 
 
