@@ -29,7 +29,8 @@ SAMPLES = [(a, p.stem) for a in ASSIGNMENTS for p in sorted((ROOT / "samples" / 
 EXPECTED_PROBLEMS = {
     ("01_intro", "forbidden_generate"): ["`greedy_generate`", "GenerationMixin.generate"],
     ("01_intro", "logits_warpers_called"): ["`top_k_filter`", "TopKLogitsWarper", "`top_p_filter`", "TopPLogitsWarper"],
-    ("01_intro", "partial"): ["`greedy_generate` is not implemented yet", "`stochastic_generate` is not implemented yet"],
+    ("01_intro", "partial"): ["`greedy_generate` is not implemented yet",
+                              "`stochastic_generate` is not implemented yet"],
     ("02_transformer_architecture", "sdpa_called"): ["torch.nn.functional.scaled_dot_product_attention"],
     ("03_efficient_inference_part_1", "quantize_through_torch_ops"): ["`absmax_quantize`", "aten::quantize_per_*"],
     ("04_efficient_inference_part_2", "bnb_called"): ["`nf4_quantize`", "bitsandbytes.functional.quantize_4bit"],
