@@ -1,7 +1,7 @@
 """The `autograder` command: one subcommand per stage, each a function `(course, args) -> exit status`.
 
-Exit status: 0 done, 1 a `--check` found problems, 2 the course config or a source is broken. Errors
-the instructor can fix are one message on stderr, never a traceback.
+Exit status: 0 done, 1 a check (`release --check`, `validate`) found problems, 2 the course config, a source or
+a notebook is broken. Errors the user can fix are one message on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -338,6 +338,10 @@ def cmd_validate(course: Course | None, args: argparse.Namespace) -> int:
     """What would cost a notebook points beyond wrong results; the student's check before handing in."""
     from autograder.validate import DEFAULT_TIMEOUT_S, ValidateError, validate_notebook
 
+    if args.timeout is not None and not args.timeout > 0:
+        print(f"autograder: error: --timeout must be a positive number of seconds, not {args.timeout:g}",
+              file=sys.stderr)
+        return 2
     try:
         report = validate_notebook(args.notebook, release=args.release, run_checks=not args.no_checks,
                                    timeout=args.timeout or DEFAULT_TIMEOUT_S)

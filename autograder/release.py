@@ -3,7 +3,8 @@
 The notebook transformations are nbgrader's own preprocessors, run in the order of nbgrader's
 `generate_assignment`, so a release is also a valid nbgrader assignment. Around them this module adds
 what nbgrader lacks: errors that name notebook, cell and line; a deterministic output; an atomic write;
-and a leak check proving that no solution or hidden-test line reaches `release/`.
+a leak check proving that no solution or hidden-test line reaches `release/`; and, for students, a first
+cell on how to validate and hand in, a last cell that validates, and the metadata `validate` reads.
 """
 
 from __future__ import annotations

@@ -280,7 +280,7 @@ def test_cli_bad_input_is_one_line_and_exit_status_2(tmp_path, capsys):
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), plain)
     (tmp_path / "broken.ipynb").write_text("{not json")
     for args in ([str(plain)], [str(tmp_path / "broken.ipynb")], [str(tmp_path / "absent.ipynb")],
-                 [str(plain), "--release", str(tmp_path)]):
+                 [str(plain), "--release", str(tmp_path)], [str(plain), "--timeout", "0"]):
         assert main(["validate", *args, "--no-checks"]) == 2
         err = capsys.readouterr().err
         assert err.startswith("autograder: error: ") and err.count("\n") == 1 and "Traceback" not in err
