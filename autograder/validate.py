@@ -232,9 +232,11 @@ def _check_interface(meta: dict, defs: dict[str, _Statement], report: Report) ->
 
 
 def _globals_used(statement: _Statement) -> set[str]:
-    """Global names a definition reads when it runs (its own, its methods' and its inner functions')."""
+    """Global names a definition reads: when it is defined (defaults, decorators, base classes) and when
+    it runs (its own body, its methods' and its inner functions')."""
     table = symtable.symtable(ast.unparse(statement.node), "<cell>", "exec")
-    names, todo = set(), list(table.get_children())
+    names = {s.get_name() for s in table.get_symbols() if s.is_referenced()}
+    todo = list(table.get_children())
     while todo:
         scope = todo.pop()
         todo += scope.get_children()
@@ -292,7 +294,7 @@ def _failing_imports(kept: list[_Statement]) -> list[tuple[_Statement, str]] | N
     for statement in kept:
         node = statement.node
         if isinstance(node, ast.ImportFrom) and node.level:
-            failing.append((statement, "a file next to the notebook (only the notebook is handed in)"))
+            failing.append((statement, "file next to the notebook (only the notebook is handed in)"))
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             modules = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
             failing += [(statement, f"`{top}`") for top in {m.split(".")[0] for m in modules} if top not in available]
@@ -393,7 +395,7 @@ def _check_code(meta: dict, code: Extracted, everything: Extracted, report: Repo
                 s, why = broken[used]
                 report.problems.append(f"`{name}` uses `{used}`, but `{s.first_line}` ({s.where}) fails when "
                                        f"grading: the grader has no {why}")
-            elif used in bound or hasattr(builtins, used) or used in declared_global:
+            elif used in bound or hasattr(builtins, used) or used in declared_global or "*" in bound:
                 continue
             elif used in lost:
                 s = lost[used]
