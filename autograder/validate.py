@@ -158,6 +158,10 @@ def _reference(nb, notebook: Path, release: Path | None) -> tuple[dict, Path | N
     if not meta:
         raise ValidateError(f"{shown(notebook)} does not say which assignment it is (it was not started from a "
                             "release notebook): pass --release release/<assignment>/<assignment>.ipynb")
+    if not (isinstance(meta, dict) and isinstance(meta.get("graded"), dict) and isinstance(meta.get("assignment"), str)
+            and meta.get("extraction") in ("definitions", "cells")):
+        raise ValidateError(f"{shown(notebook)}: its `{METADATA_KEY}` metadata was changed; pass --release "
+                            "release/<assignment>/<assignment>.ipynb")
     return meta, None
 
 

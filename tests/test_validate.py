@@ -279,7 +279,11 @@ def test_cli_bad_input_is_one_line_and_exit_status_2(tmp_path, capsys):
     plain = tmp_path / "plain.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), plain)
     (tmp_path / "broken.ipynb").write_text("{not json")
+    tampered = nbformat.v4.new_notebook(metadata={"autograder": {"assignment": "01_intro", "graded": []}})
+    (tmp_path / "sub").mkdir()  # not next to the others: --release of tmp_path must find two notebooks
+    nbformat.write(tampered, tmp_path / "sub" / "tampered.ipynb")
     for args in ([str(plain)], [str(tmp_path / "broken.ipynb")], [str(tmp_path / "absent.ipynb")],
+                 [str(tmp_path / "sub" / "tampered.ipynb")],
                  [str(plain), "--release", str(tmp_path)], [str(plain), "--timeout", "0"]):
         assert main(["validate", *args, "--no-checks"]) == 2
         err = capsys.readouterr().err
