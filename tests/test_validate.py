@@ -183,6 +183,17 @@ def test_state_set_by_code_that_does_not_run_when_grading_is_named_with_its_line
     assert f"cell {number}, line 1: qwen_name = \"Qwen/Qwen2.5-0.5B\"" in report.not_run
 
 
+def test_a_default_argument_set_where_it_does_not_run_is_named(tmp_path):
+    path, nb = solved(tmp_path)
+    cell_of(nb, "greedy_generate").source += ("\n\ndef greedy_generate(model, tokenizer, prompt, gen_len):\n"
+                                             "    return helper(prompt)\n\n"
+                                             "def helper(prompt, suffix=suffix_text):\n    return prompt + suffix\n")
+    nb.cells.insert(3, nbformat.v4.new_code_cell('suffix_text = "!"'))
+    nbformat.write(nb, path)
+    assert [p.split(";")[0] for p in problems(path)] == [
+        '`helper` uses `suffix_text`, which cell 4, line 1 sets (`suffix_text = "!"`)']
+
+
 def test_a_changed_signature_and_a_missing_function_are_named(tmp_path):
     path, nb = solved(tmp_path)
     cell = cell_of(nb, "greedy_generate")  # holds the whole correct sample
