@@ -1,7 +1,7 @@
 """The `autograder` command: one subcommand per stage, each a function `(course, args) -> exit status`.
 
-Exit status: 0 done, 1 a `--check` found problems, 2 the course config or a source is broken. Errors
-the instructor can fix are one message on stderr, never a traceback.
+Exit status: 0 done, 1 a check (`release --check`, `validate`) found problems, 2 the course config, a source or
+a notebook is broken. Errors the user can fix are one message on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -399,6 +399,24 @@ def cmd_pack(course: Course | None, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(course: Course | None, args: argparse.Namespace) -> int:
+    """What would cost a notebook points beyond wrong results; the student's check before handing in."""
+    from autograder.validate import DEFAULT_TIMEOUT_S, ValidateError, validate_notebook
+
+    if args.timeout is not None and not args.timeout > 0:
+        print(f"autograder: error: --timeout must be a positive number of seconds, not {args.timeout:g}",
+              file=sys.stderr)
+        return 2
+    try:
+        report = validate_notebook(args.notebook, release=args.release, run_checks=not args.no_checks,
+                                   timeout=args.timeout or DEFAULT_TIMEOUT_S)
+    except ValidateError as exc:
+        print(f"autograder: error: {exc}", file=sys.stderr)
+        return 2
+    print(report.format())
+    return report.exit_status
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autograder", description="Release, grade and export course assignments.")
     parser.add_argument(
@@ -501,6 +519,21 @@ def _parser() -> argparse.ArgumentParser:
                                                     "(default: from the course roster where there is one)")
     pack.add_argument("--output", type=Path, help="archive to write (default: next to the notebook)")
     pack.set_defaults(run=cmd_pack, course_optional=True)
+
+    validate = commands.add_parser(
+        "validate", help="before handing in: what would cost the notebook points beyond wrong results",
+        description="Read the notebook as the grader does and list graded functions that are missing or have "
+                    "another signature, code they rely on that does not run when grading, imports the grader lacks, "
+                    "edited locked cells and forbidden library calls; then run the public checks. Exit 1 when "
+                    "something would cost points. Needs no course config: the release notebook carries what it checks.")
+    validate.add_argument("notebook", type=Path, metavar="NOTEBOOK")
+    validate.add_argument("--release", type=Path, metavar="PATH",
+                          help="the release notebook (or its folder) to compare with, for a notebook that was not "
+                               "started from it (default: the notebook's own release metadata)")
+    validate.add_argument("--no-checks", action="store_true", help="skip the public checks (no student code runs)")
+    validate.add_argument("--timeout", type=float, metavar="S",
+                          help="seconds each task's public checks may take (default: 60)")
+    validate.set_defaults(run=cmd_validate, course_optional=True)
     return parser
 
 

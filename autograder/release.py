@@ -3,18 +3,22 @@
 The notebook transformations are nbgrader's own preprocessors, run in the order of nbgrader's
 `generate_assignment`, so a release is also a valid nbgrader assignment. Around them this module adds
 what nbgrader lacks: errors that name notebook, cell and line; a deterministic output; an atomic write;
-and a leak check proving that no solution or hidden-test line reaches `release/`.
+a leak check proving that no solution or hidden-test line reaches `release/`; and, for students, a first
+cell on how to validate and hand in, a last cell that validates, and the metadata `validate` reads.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import json
 import keyword
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -37,7 +41,9 @@ from nbgrader.preprocessors import (
 )
 from traitlets.config import Config
 
+import autograder
 from autograder.config import Assignment
+from autograder.validate import PACK, release_metadata
 
 # The stubs are part of the contract in docs/authoring.md: pinned here, not left to nbgrader's defaults.
 NBGRADER_CONFIG = Config(
@@ -66,6 +72,43 @@ COMMON_LINES = frozenset({
     'if __name__ == "__main__":',
 })
 _IMPORT = re.compile(r"(from [\w.]+ )?import [\w.,() *]+")
+
+# The first and last cell of every release notebook: how students check and hand in their work.
+GUIDE = """## Before you hand in
+
+**What the grader runs.** Only the top-level imports, `def` and `class` statements and UPPER_CASE
+constants of this notebook run when it is graded; experiments, prints, downloads and other variables do
+not. Your graded functions must not rely on anything else set at the top level: create it inside the
+function, pass it as an argument or make it an UPPER_CASE constant. The grader has only the course's
+packages (torch, transformers, ...): an import of anything else fails there.
+
+**Check** each task with the public check under it (hints only; hidden tests grade).
+
+**Validate** the whole notebook before handing in: save it, then run the last cell (`validate()`), or in a
+terminal `autograder validate NOTEBOOK`. It lists what would cost points whatever your results: graded
+functions missing or with another signature than here, code they rely on that does not run when grading,
+imports the grader lacks, edited locked cells and library calls a task forbids; and it runs the public checks.
+
+**Pack** your hand-in with `{pack}`."""
+VALIDATE_CALL = "from autograder.validate import validate\n\nvalidate()  # checks the notebook as last saved"
+_GUIDE_ID, _VALIDATE_ID = "before_you_hand_in", "validate"
+
+# A hidden suite's forbidden APIs per question, collected by pytest in a process of its own (the suite's
+# modules import the course's libraries and helpers that must not stay in this process).
+_COLLECT_FORBIDDEN = """
+import json, os, sys, pytest
+found = {}
+class Collect:
+    def pytest_collection_modifyitems(self, items):
+        for item in items:
+            question = item.get_closest_marker("question")
+            apis = found.setdefault(question.args[0] if question else item.module.__name__.removeprefix("test_"), [])
+            apis += [a for m in item.iter_markers("forbidden") for a in m.args if a not in apis]
+code = pytest.main([sys.argv[1], "--collect-only", "-q", "-c", os.devnull, "--rootdir", sys.argv[1],
+                    "-p", "no:cacheprovider", "-W", "ignore"], plugins=[Collect()])
+sys.stdout.write("\\n" + json.dumps(found) if code == 0 else "")
+sys.exit(int(code))
+"""
 
 
 class ReleaseError(Exception):
@@ -121,7 +164,8 @@ def compile_assignment(assignment: Assignment) -> dict[str, bytes]:
     """The would-be release: path relative to release/<a>/ -> bytes. Pure; raises ReleaseError."""
     notebooks = set(assignment.source_notebooks())
     return {
-        rel: _compile_notebook(_parse_source(path, assignment.root).nb) if path in notebooks else path.read_bytes()
+        rel: _compile_notebook(_parse_source(path, assignment.root).nb, assignment) if path in notebooks
+        else path.read_bytes()
         for rel, path in _files(assignment.source_dir).items()
     }
 
@@ -304,11 +348,38 @@ def _hidden_lines(cell, where: str) -> list[tuple[int, str]]:
     return hidden
 
 
-def _compile_notebook(nb: nbformat.NotebookNode) -> bytes:
+def _compile_notebook(nb: nbformat.NotebookNode, assignment: Assignment) -> bytes:
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell(GUIDE.format(pack=PACK), id="before-you-hand-in", metadata={
+        "nbgrader": {"grade_id": _GUIDE_ID, "solution": False, "grade": False, "locked": True, "schema_version": 3}}))
+    nb.cells.append(nbformat.v4.new_code_cell(VALIDATE_CALL, id="validate", metadata={"nbgrader": {
+        "grade_id": _VALIDATE_ID, "solution": False, "grade": True, "locked": True, "points": 0,
+        "schema_version": 3}}))  # a test cell: the grader never runs it
     resources: dict = {}
     for step in _PIPELINE:
         nb, resources = step(nb, resources)
+    nb.metadata["autograder"] = release_metadata(nb, assignment.id, assignment.extraction,
+                                                 _forbidden_apis(assignment.tests_dir))
     return (nbformat.writes(nb) + "\n").encode("utf-8")
+
+
+def _forbidden_apis(tests_dir: Path) -> dict[str, list[str]]:
+    """Question -> the APIs its hidden tests forbid (`pytest.mark.forbidden`), as grading sees them."""
+    files = _files(tests_dir) if tests_dir.is_dir() else {}
+    digest = hashlib.sha256(b"".join(rel.encode() + b"\0" + path.read_bytes() for rel, path in files.items()))
+    return json.loads(_collected(str(tests_dir), digest.hexdigest())) if files else {}
+
+
+@functools.lru_cache(maxsize=32)
+def _collected(tests_dir: str, digest: str) -> str:
+    """`_COLLECT_FORBIDDEN`'s JSON for a suite; `digest` names the suite's content (the cache key)."""
+    package_root = str(Path(autograder.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", _COLLECT_FORBIDDEN, tests_dir], capture_output=True, text=True,
+                          env=env, cwd=tests_dir)
+    if done.returncode != 0:
+        detail = (done.stdout + done.stderr).strip().splitlines()
+        raise ReleaseError(f"{tests_dir}: pytest could not collect the hidden suite: {detail[-1] if detail else ''}")
+    return done.stdout.rsplit("\n", 1)[-1]
 
 
 # --------------------------------------------------------------------------------------------------

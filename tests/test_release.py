@@ -54,7 +54,7 @@ def snapshot(folder) -> dict:
 
 
 def test_solutions_become_stubs_and_hidden_tests_disappear(assignment):
-    setup, answer, test, reflection = released_notebook(assignment).cells[1:]
+    setup, answer, test, reflection = released_notebook(assignment).cells[2:-1]  # after the guide and title
     assert answer.source == (
         'def top_k_filter(logits, k):\n    """Keep the k largest logits per row."""\n'
         "    # YOUR CODE HERE\n    raise NotImplementedError()"
@@ -75,12 +75,12 @@ def test_cells_carry_locks_and_checksums(assignment):
     MetadataValidator().validate_nb(nb)
     graded = [c for c in nb.cells if "nbgrader" in c.metadata]
     assert [c.metadata.nbgrader.grade_id for c in graded] == [
-        "setup", "top_k_filter", "check_top_k_filter", "reflection_sampling"]
+        "before_you_hand_in", "setup", "top_k_filter", "check_top_k_filter", "reflection_sampling", "validate"]
     for cell in graded:
         assert cell.metadata.nbgrader.checksum == nbgrader_utils.compute_checksum(cell)
         assert cell.metadata.deletable is False
-    setup, answer, test, reflection = graded
-    assert setup.metadata.editable is False and test.metadata.editable is False
+    guide, setup, answer, test, reflection, validate = graded
+    assert all(c.metadata.editable is False for c in (guide, setup, test, validate))
     assert "editable" not in answer.metadata and "editable" not in reflection.metadata
 
 
@@ -92,7 +92,8 @@ def test_other_source_files_are_copied_byte_for_byte(assignment):
 
 
 def test_release_equals_nbgrader_generate_assignment(assignment, tmp_path):
-    """nbgrader's own pipeline (minus its database) on the same source yields the same release."""
+    """nbgrader's own pipeline (minus its database) on the same source yields the same release, apart
+    from what the release adds for students: the first and last cell and the validation metadata."""
     nbgrader_root = tmp_path / "nbgrader"
     shutil.copytree(assignment.source_dir, nbgrader_root / "source" / "ps1")
     config = Config({
@@ -103,7 +104,10 @@ def test_release_equals_nbgrader_generate_assignment(assignment, tmp_path):
     GenerateAssignment(coursedir=CourseDirectory(config=config), config=config).start()
     theirs = nbgrader_root / "release" / "ps1"
     ours = compile_assignment(assignment)
-    assert nbformat.read(theirs / NOTEBOOK, as_version=4) == released_notebook(assignment)
+    released = released_notebook(assignment)
+    released.cells = released.cells[1:-1]
+    del released.metadata["autograder"]
+    assert nbformat.read(theirs / NOTEBOOK, as_version=4) == released
     assert {rel: (theirs / rel).read_bytes() for rel in ours if rel != NOTEBOOK} == {
         rel: data for rel, data in ours.items() if rel != NOTEBOOK}
 
@@ -278,7 +282,7 @@ def test_notebook_lines_shown_elsewhere_in_the_release_are_leaks(make_course, ce
     source = demo_cells() + [cells.markdown(f"Hint:\n   {leaked}  ")]
     with pytest.raises(ReleaseError, match="would leak") as caught:
         release_assignment(assignment_of(make_course(source)))
-    assert f"release/{ASSIGNMENT}/{NOTEBOOK} cell 6 line 2: {leaked!r} comes from {origin}" in str(caught.value)
+    assert f"release/{ASSIGNMENT}/{NOTEBOOK} cell 7 line 2: {leaked!r} comes from {origin}" in str(caught.value)
 
 
 def test_check_finds_leaks_anywhere_under_release(assignment):
