@@ -391,12 +391,26 @@ def cmd_pack(course: Course | None, args: argparse.Namespace) -> int:
     members = [m.strip() for m in args.members.split(",") if m.strip()]
     try:
         members = members_for(args.team, members, course.roster if course else None)
-        archive = pack(args.notebook, args.team, members, args.output)
+        archive = pack(args.notebook, args.team, members, args.output, _validation(args.notebook, args.no_checks))
     except PackError as exc:
         print(f"autograder: error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {archive}: hand it in as it is")
     return 0
+
+
+def _validation(notebook: Path, no_checks: bool) -> dict:
+    """What `validate` finds, printed for the student and kept in the hand-in for the course staff."""
+    from autograder.validate import ValidateError, validate_notebook
+
+    try:
+        report = validate_notebook(notebook, run_checks=not no_checks)
+    except ValidateError as exc:
+        print(f"validate could not check {notebook.name}: {exc}", file=sys.stderr)
+        return {"error": str(exc)}
+    print(report.format() + "\n")
+    return {"problems": report.problems, "notes": report.notes,
+            "checks": None if report.checks is None else [{"check": name, "passed": ok} for name, ok, _ in report.checks]}
 
 
 def cmd_validate(course: Course | None, args: argparse.Namespace) -> int:
@@ -511,13 +525,14 @@ def _parser() -> argparse.ArgumentParser:
     manual.set_defaults(run=cmd_import_manual)
 
     pack = commands.add_parser("pack", help="students: pack your notebook into the hand-in archive of your team",
-                               description="Validate the notebook, then write <team>_<notebook>.zip holding it and "
+                               description="Validate the notebook (its findings are printed and kept in the archive), then write <team>_<notebook>.zip holding it and "
                                            "handin.json (team, member ids, time, notebook hash, validation).")
     pack.add_argument("notebook", type=Path, metavar="NOTEBOOK")
     pack.add_argument("--team", required=True, help="your team id")
     pack.add_argument("--members", default="", help="your team's student ids, comma-separated "
                                                     "(default: from the course roster where there is one)")
     pack.add_argument("--output", type=Path, help="archive to write (default: next to the notebook)")
+    pack.add_argument("--no-checks", action="store_true", help="validate without running the public checks")
     pack.set_defaults(run=cmd_pack, course_optional=True)
 
     validate = commands.add_parser(

@@ -194,3 +194,19 @@ def test_the_tas_loop_on_the_bundled_01_samples(tmp_path, capsys):
     assert float(students["s301"]["total"]) == expected["raises"]["points"]
     assert students["s301"]["status"] == "incomplete (reflections not graded yet)"
     assert students["s401"]["status"] == "no hand-in" and students["s401"]["total"] == ""
+
+
+def test_pack_runs_validate_first_and_keeps_its_findings(tmp_path, capsys):
+    import shutil
+    from pathlib import Path
+
+    from autograder.handins import read_manifest
+
+    release = Path(__file__).resolve().parents[1] / "release" / "01_intro"
+    notebook = tmp_path / "01_intro.ipynb"
+    shutil.copy(release / "01_intro.ipynb", notebook)  # the unsolved release: every task still missing
+    assert main(["pack", str(notebook), "--team", "team07", "--members", "s1,s2", "--no-checks"]) == 0
+    out = capsys.readouterr().out
+    assert "problem(s) that cost points whatever your results" in out
+    validation = read_manifest(tmp_path / "team07_01_intro.zip")["validation"]
+    assert validation["checks"] is None and any("greedy_generate" in p for p in validation["problems"])
