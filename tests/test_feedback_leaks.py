@@ -86,7 +86,8 @@ def test_a_traceback_of_a_hidden_test_is_a_leak(suite_01):
     page = f"<td class=\"failed\">failed<pre>{html.escape(traceback)}</pre></td>"
     found = suite_01.leaks(page)
     assert "file name: test_intro_top_k.py" in found
-    assert "source line: logits = torch.tensor([[3.0, 2.0, 0.5, 2.0, 1.0, 2.0], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]])" in found
+    assert ("source line: logits = torch.tensor([[3.0, 2.0, 0.5, 2.0, 1.0, 2.0], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]])"
+            in found)
 
 
 @pytest.mark.parametrize("shape", [(7,), (2, 3), (4, 2000)])
