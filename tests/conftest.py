@@ -8,13 +8,20 @@ docs/authoring.md prescribes.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from autograder.config import load_course
+from autograder.config import Assignment, load_course
+from autograder.gradebook import Gradebook, SubmissionResult
+from autograder.handins import discover
+from autograder.scheduler import grade_batch
 
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_ASSIGNMENTS = sorted(p.name for p in (ROOT / "samples").iterdir() if (p / "expected.json").exists())
 ASSIGNMENT = "01_demo"
 
 _CONFIG = {
@@ -208,3 +215,52 @@ def make_course(tmp_path, course_config):
 def assignment(make_course):
     """The demo assignment of a freshly built course."""
     return load_course(make_course()).get(ASSIGNMENT)
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleBatch:
+    """The bundled samples of one assignment, graded as one batch, and what a rerun of that batch did."""
+
+    assignment: Assignment
+    samples: dict
+    gradebook: Path
+    graded_ids: list[str]
+    skipped: list[str]
+    failures: dict
+    results: dict[str, SubmissionResult]
+    expected: dict
+    rerun: tuple
+
+
+@pytest.fixture(scope="session", params=SAMPLE_ASSIGNMENTS)
+def sample_batch(request, tmp_path_factory) -> SampleBatch:
+    """Grading is the slow part: each assignment's samples are graded once per test run, and the
+    score, leak and browser tests all read that gradebook."""
+    assignment = load_course(ROOT).get(request.param)
+    samples = discover([ROOT / "samples" / assignment.id]).handins
+    db = tmp_path_factory.mktemp("gradebook") / "gradebook.db"
+    with Gradebook.open(db) as gradebook:
+        graded_ids, skipped, failures = grade_batch(assignment, samples, gradebook)
+        results = {r.submission_id: r for r in gradebook.submissions(assignment.id)}
+        rerun = grade_batch(assignment, samples, gradebook)
+    expected = json.loads((ROOT / "samples" / assignment.id / "expected.json").read_text())
+    return SampleBatch(assignment, samples, db, graded_ids, skipped, failures, results, expected, rerun)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportedPages:
+    feedback: list[Path]
+    summary: Path
+
+
+@pytest.fixture(scope="session")
+def sample_pages(sample_batch, tmp_path_factory) -> ExportedPages:
+    """The feedback pages and the instructor summary of `sample_batch`, written by the `export` command."""
+    from autograder.cli import main
+
+    out = tmp_path_factory.mktemp(f"pages-{sample_batch.assignment.id}")
+    for fmt in ("html", "summary"):
+        argv = ["--course-root", str(ROOT), "export", sample_batch.assignment.id, "--gradebook",
+                str(sample_batch.gradebook), "--format", fmt, "--output", str(out / fmt)]
+        assert main(argv) == 0, argv
+    return ExportedPages(sorted((out / "html").glob("*.html")), out / "summary" / "summary.html")
