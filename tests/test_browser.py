@@ -15,6 +15,8 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from autograder.exports import check_title
+from autograder.gradebook import Gradebook
+from autograder.manual import with_manual_scores
 
 LAPTOP, PHONE = 1280, 400  # window widths in CSS pixels; the phone held upright
 
@@ -66,9 +68,15 @@ def test_a_broken_page_is_caught(tab, tmp_path):
     assert re.fullmatch(r"\d+ px wider than a 400 px window", found[-1])
 
 
+def exported(sample_batch) -> dict:
+    """What the pages show: each graded sample's checks and one per hand-graded cell (a reflection)."""
+    with Gradebook.open(sample_batch.gradebook) as gradebook:
+        return {s.submission_id: s for s in with_manual_scores(gradebook, sample_batch.assignment)}
+
+
 @pytest.mark.slow
 def test_feedback_pages_show_every_check_cleanly(tab, sample_batch, sample_pages):
-    assignment, results = sample_batch.assignment, sample_batch.results
+    assignment, results = sample_batch.assignment, exported(sample_batch)
     by_title = {f"{assignment.id}: feedback for {sid}": sub for sid, sub in results.items()}
     page, _ = tab
     problems, shown = {}, {}
@@ -91,7 +99,7 @@ def test_the_summary_shows_its_plots_and_every_test(tab, sample_batch, sample_pa
     assert show(tab, sample_pages.summary, widths=[LAPTOP]) == []  # read at a desk, not on a phone
     page, _ = tab
     assert page.eval_on_selector_all("img", "imgs => imgs.map(i => i.naturalWidth)") == [700, 700]  # 7 in at 100 dpi
-    tests = {t.test_id for sub in sample_batch.results.values() if sub.status == "graded" for t in sub.results}
+    tests = {t.test_id for sub in exported(sample_batch).values() if sub.status == "graded" for t in sub.results}
     rows = page.eval_on_selector_all("tr:has(td)", "rows => rows.map(r => r.cells[0].innerText)")
     assert sorted(rows) == sorted(tests)
     assert sample_batch.assignment.id in page.inner_text("h1")
