@@ -11,7 +11,7 @@ A mutant is *killed* when it fails a test the solution passes, *timed out* when 
 loses ran out of time, *error* when the grader could not grade it or a test it loses was a grader
 error, and otherwise it passed everything the solution passes. Such a mutant is *equivalent* when it
 returns exactly what the solution returns on every call the hidden suite made and on randomly
-perturbed copies of those calls (`equivalence`), *accepted* when the instructor lists it in the
+perturbed copies of those calls (`_equivalence`), *accepted* when the instructor lists it in the
 assignment's `mutation_accepted` with a reason, and *survived* otherwise. Equivalent and accepted
 mutants count neither as survivors nor in the score. A change that leaves the function's syntax tree
 unchanged is never generated.
