@@ -408,28 +408,34 @@ def _perturb(value, generator):
     return new.to(dtype=value.dtype, device=value.device)
 
 
-def _replays(calls: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-    """(label, request) of the suite's calls, then RANDOM_VARIANTS perturbed copies of each. Calls on
-    an object an earlier call returned cannot be replayed and are left out; tripwires are not armed
-    (a mutant changes no API call of the solution)."""
+def _contains(value, kind: type) -> bool:
+    from autograder import wire
+
+    found: list = []
+    wire.walk(value, lambda v: found.append(v) if isinstance(v, kind) else v)
+    return bool(found)
+
+
+def _replays(calls: list[tuple[str, bytes]]) -> list[tuple[str, str, bytes]]:
+    """(function, label, request) of the suite's calls, then RANDOM_VARIANTS perturbed copies of each.
+    Calls on an object an earlier call returned cannot be replayed and are left out; tripwires are not
+    armed (a mutant changes no API call of the solution)."""
     import torch
 
     from autograder import wire
 
-    handles: list = []
     requests = []
-    for label, payload in calls:
+    for name, payload in calls:
         request = wire.decode_message(payload)
-        wire.walk([request["args"], request["kwargs"]], lambda v: handles.append(v) if isinstance(v, wire.HandleRef) else v)
-        if not handles:
-            requests.append((label, {**request, "forbidden": []}))
-        handles.clear()
+        if not _contains([request["args"], request["kwargs"]], wire.HandleRef):
+            requests.append((name, {**request, "forbidden": []}))
     generator = torch.Generator().manual_seed(SEED)
-    replays = [(f"{label} as the suite called it", wire.encode_message(r)) for label, r in requests]
+    replays = [(name, f"{name} as the suite called it", wire.encode_message(r)) for name, r in requests]
     for _ in range(RANDOM_VARIANTS):
-        for label, request in requests:
+        for name, request in requests:
             args, kwargs = wire.walk([request["args"], request["kwargs"]], lambda v: _perturb(v, generator))
-            replays.append((f"{label} on random inputs", wire.encode_message({**request, "args": args, "kwargs": kwargs})))
+            replays.append((name, f"{name} on random inputs",
+                            wire.encode_message({**request, "args": args, "kwargs": kwargs})))
     return replays
 
 
@@ -466,7 +472,7 @@ def _replay(assignment: Assignment, notebook: str, replays: list, expected: list
     session = GradingSession(assignment, extract(Path(notebook), assignment.extraction))
     outcomes = []
     try:
-        for index, (label, payload) in enumerate(replays):
+        for index, (_, label, payload) in enumerate(replays):
             session.used_s = 0.0  # replays run several times the suite's calls: only the per-call limit applies
             try:
                 outcome = ("returned", session.send(payload, label))
@@ -486,26 +492,31 @@ def _replay(assignment: Assignment, notebook: str, replays: list, expected: list
 
 def _equivalence(course_root: str, assignment_id: str, solution: str, survivors: dict[str, str]) -> dict[str, str]:
     """Runs in a grading worker: for each survivor (id -> notebook), "" when it gives exactly what the
-    solution gives on every replayed call, else the first call where it does not."""
+    solution gives on every replayed call, else the first call where it does not, or why it cannot be
+    judged: only a mutant whose own function the suite calls directly can be equivalent."""
     from autograder.config import load_course
     from autograder.extraction import extract
-    from autograder.oracle import run_suite
+    from autograder.oracle import Handle, run_suite
 
     assignment = load_course(Path(course_root)).get(assignment_id)
+    functions = {m.id: m.function for m in generate(Path(solution))}
     calls: list = []
     run_suite(assignment, extract(Path(solution), assignment.extraction), calls=calls)
     replays = _replays(calls)
     expected = _replay(assignment, solution, replays)
-    # Inputs the solution itself gives no answer on (it ran out of time) tell nothing apart.
-    kept = [(r, e) for r, e in zip(replays, expected) if e[0] != "lost"]
-    if not kept:
-        return {mutant: "the suite made no call that can be replayed" for mutant in survivors}
+    # What the solution gives no comparable answer on (it ran out of time, or returned an object that
+    # stays in the sandbox, such as a model) tells nothing apart.
+    kept = [(r, e) for r, e in zip(replays, expected) if e[0] != "lost" and not _contains(e[1], Handle)]
     replays, expected = [r for r, _ in kept], [e for _, e in kept]
     found = {}
     for mutant, notebook in survivors.items():
+        if not any(name == functions[mutant] for name, _, _ in replays):
+            found[mutant] = (f"not judged: the suite never calls `{functions[mutant]}` itself with a result "
+                             "the grader can compare")
+            continue
         outcomes = _replay(assignment, notebook, replays, expected)
         differs = not _same(outcomes[-1], expected[len(outcomes) - 1])
-        found[mutant] = (f"not equivalent: differs from the solution on `{replays[len(outcomes) - 1][0]}` "
+        found[mutant] = (f"not equivalent: differs from the solution on `{replays[len(outcomes) - 1][1]}` "
                          f"(call {len(outcomes)} of {len(replays)} replayed)") if differs else ""
     return found
 
