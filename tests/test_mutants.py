@@ -224,3 +224,22 @@ def test_accept_list_is_validated(make_course, course_config, accepted, problem)
     course_config["ASSIGNMENTS"][0]["mutation_accepted"] = accepted
     with pytest.raises(ConfigError, match=problem):
         load_course(make_course(config=course_config))
+
+
+WRAP = ('class Box:\n'
+        '    """An object of the notebook\'s own: it stays in the sandbox."""\n\n\n'
+        'def wrap(logits):\n'
+        '    ### BEGIN SOLUTION\n'
+        '    return {"scaled": logits * 2, "box": Box()}\n'
+        '    ### END SOLUTION\n')
+WRAP_SUITE = SHAPE_SUITE.replace("scale_logits", "wrap").replace(".shape == (3, 4)", '["scaled"].shape == (3, 4)')
+
+
+def test_a_result_that_stays_in_the_sandbox_is_never_evidence_of_equivalence(make_course, cells):
+    """Every result of `wrap` holds a handle, which compares equal to nothing: the survivor is not judged
+    (neither called different because of the handle, nor equivalent for want of evidence)."""
+    root = make_course(cells=[cells.readonly("setup", "import torch"), cells.answer("wrap", WRAP)],
+                       grader_tests={"test_wrap.py": WRAP_SUITE})
+    [verdict] = run(load_course(root).get(ASSIGNMENT), kinds={"arithmetic swapped"}, jobs=1).verdicts
+    assert verdict.status == "survived"
+    assert verdict.message == "not judged: the suite never calls `wrap` itself with a result the grader can compare"
