@@ -31,7 +31,8 @@ def test_matches_transformers(submission):
         flat = torch.zeros(2, n)
         kept, expected = submission.top_p_filter(flat, p), int(reference_top_p(flat, p)[0].isfinite().sum())
         what = f"top_p_filter(zeros [2, {n}], p={p})"
-        assert isinstance(kept, torch.Tensor) and kept.shape == flat.shape, f"{what}: expected a tensor of shape {tuple(flat.shape)}"
+        assert isinstance(kept, torch.Tensor) and kept.shape == flat.shape, (
+            f"{what}: expected a tensor of shape {tuple(flat.shape)}")
         assert kept.isfinite().sum(-1).tolist() == [expected] * 2, (
             f"{what}: your filter kept {kept.isfinite().sum(-1).tolist()} tokens per row, the nucleus has {expected}: "
             f"probabilities are exactly 1/{n}, and a token whose cumulative probability is exactly 1 - p = {1 - p:g} "
