@@ -32,16 +32,19 @@ ASSIGNMENTS = [
         "points": 20,
         "gpu": False,
         "limits": {"call_timeout_s": 10, "submission_timeout_s": 120, "memory_mb": 4096},
-        # `verify --mutants` fails below this share of killed mutants; measured 94% (all 62), 87% (--max 15).
-        "mutation_threshold": 0.85,
+        # `verify --mutants` fails below this share of killed mutants (equivalent and accepted ones left out);
+        # measured 98% (58/59 of all 62: 3 equivalent, 1 timed out on a loaded machine), 100% (--max 15: 13/13).
+        # Room for one timeout in CI's sample of 15. Survivors let through on purpose would go in
+        # "mutation_accepted": {mutant id: why}; docs/mutation_survivors.md lists every one.
+        "mutation_threshold": 0.9,
     },
     {"id": "02_transformer_architecture", "title": "The Transformer architecture: attention, RoPE, batched and KV-cache decoding",
      "due": "2027-05-11 23:59", "points": 30, "gpu": False,
-     "mutation_threshold": 0.85},  # measured 94% (all 87), 87% (--max 15)
+     "mutation_threshold": 0.9},  # measured 100% (all 87: 82/82, 5 equivalent), 100% (--max 15: 13/13)
     {"id": "03_efficient_inference_part_1", "title": "Efficient inference I: model size, precisions and int8 quantization",
      "due": "2027-05-25 23:59", "points": 25, "gpu": False,
-     "mutation_threshold": 0.9},  # measured 96% (all 79), 100% (--max 15)
+     "mutation_threshold": 0.9},  # measured 100% (all 79: 76/76, 3 equivalent), 100% (--max 15)
     {"id": "04_efficient_inference_part_2", "title": "Efficient inference II: LLM.int8(), NF4 and perplexity",
      "due": "2027-06-08 23:59", "points": 30, "gpu": True,
-     "mutation_threshold": 0.9},  # measured 94% (all 87, on a CPU grader), 100% (--max 15)
+     "mutation_threshold": 0.9},  # measured 100% (all 87: 83/83, 4 equivalent, CPU grader), 100% (--max 15)
 ]

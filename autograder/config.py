@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import os
+import re
 import runpy
 import zoneinfo
 from dataclasses import dataclass, field
@@ -66,6 +67,8 @@ class Assignment:
     limits: Limits
     root: Path = field(repr=False)
     mutation_threshold: float | None = None  # `verify --mutants` fails below this share of killed mutants
+    # survivors the instructor lets through on purpose: mutant id -> why (checked against the mutants)
+    mutation_accepted: dict[str, str] = field(default_factory=dict)
 
     @property
     def source_dir(self) -> Path:
@@ -109,7 +112,7 @@ class Course:
 _COURSE_KEYS = {"name": str, "term": str, "timezone": str}
 _OPTIONAL_COURSE_KEYS = {"max_team_size": int}
 _DEFAULT_KEYS = {"tolerances", "late_policy", "extraction", "limits"}
-_ASSIGNMENT_KEYS = {"id", "title", "due", "points", "gpu", "mutation_threshold"} | _DEFAULT_KEYS
+_ASSIGNMENT_KEYS = {"id", "title", "due", "points", "gpu", "mutation_threshold", "mutation_accepted"} | _DEFAULT_KEYS
 _REQUIRED_ASSIGNMENT_KEYS = {"id", "title", "due", "points"}
 
 
@@ -279,8 +282,18 @@ def _assignment(raw: dict, where: str, tz, root: Path, path: Path) -> Assignment
                                   or not 0 <= threshold <= 1):
         raise _fail(path, f"{where}.mutation_threshold", f"{threshold!r} is not a number from 0 to 1")
 
+    accepted = raw.get("mutation_accepted", {})
+    if not isinstance(accepted, dict):
+        raise _fail(path, f"{where}.mutation_accepted", "must be a dict {mutant id: why it may survive}")
+    for mutant, reason in accepted.items():
+        if not isinstance(mutant, str) or not re.fullmatch(r"m[0-9a-f]{6}", mutant):
+            raise _fail(path, f"{where}.mutation_accepted", f"{mutant!r} is not a mutant id (as `autograder mutants` "
+                                                            "prints them, e.g. 'm3fa2c1')")
+        if not isinstance(reason, str) or not reason.strip():
+            raise _fail(path, f"{where}.mutation_accepted.{mutant}", "needs the reason it may survive, as text")
+
     a = Assignment(aid, raw["title"], due, points, gpu, tolerances, late_policy, extraction, limits, root,
-                   None if threshold is None else float(threshold))
+                   None if threshold is None else float(threshold), dict(accepted))
     if not a.source_notebooks():
         raise _fail(path, f"{where}.id", f"no source notebook found in {a.source_dir.relative_to(root)}/")
     return a

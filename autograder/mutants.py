@@ -9,9 +9,16 @@ sandbox, hidden suite and timeouts) next to the solution itself.
 
 A mutant is *killed* when it fails a test the solution passes, *timed out* when the only tests it
 loses ran out of time, *error* when the grader could not grade it or a test it loses was a grader
-error, and *survived* when it passes everything the solution passes. A change that leaves the
-function's syntax tree unchanged is never generated. Whether a survivor is equivalent to the solution
-is judged by the instructor, in `docs/mistakes/<a>.md`.
+error, and otherwise it passed everything the solution passes. Such a mutant is *equivalent* when it
+returns exactly what the solution returns on every call the hidden suite made and on randomly
+perturbed copies of those calls (`_equivalence`), *accepted* when the instructor lists it in the
+assignment's `mutation_accepted` with a reason, and *survived* otherwise. Equivalent and accepted
+mutants count neither as survivors nor in the score. A change that leaves the function's syntax tree
+unchanged is never generated.
+
+A mutant's id is a hash of what it changes (question, function, kind, the changed lines and their
+neighbours), not of its position: it stays the same across runs and across edits elsewhere in the
+notebook, and an accepted id stops matching when the line it changes is edited.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from __future__ import annotations
 import ast
 import copy
 import difflib
+import hashlib
+import math
 import random
 import tempfile
 from collections import Counter, defaultdict
@@ -27,12 +36,13 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.config import Assignment
+from autograder.config import Assignment, ConfigError
 from autograder.gradebook import SubmissionResult
-from autograder.scheduler import Job, run_jobs, suite_hash
+from autograder.scheduler import WORKER_PRELOAD, Job, run_jobs, suite_hash
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
-SEED = 14  # the sample of mutants depends on nothing else: reruns grade the same ones
+SEED = 14  # the sample of mutants and the random inputs depend on nothing else: reruns judge the same
+RANDOM_VARIANTS = 2  # randomly perturbed replays of each call the suite made, for the equivalence check
 _COMPARE_SWAPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt}
 _ARITH_SWAPS = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult}
 _CASTS = {"float", "half", "bfloat16", "double"}  # `.float()` etc.: removed like `.to(dtype)`
@@ -40,6 +50,7 @@ _CASTS = {"float", "half", "bfloat16", "double"}  # `.float()` etc.: removed lik
 
 @dataclass(frozen=True)
 class Mutant:
+    id: str  # `m` and 6 hex digits of a hash of what it changes: stable across runs
     number: int  # position in the full, deterministic list of the assignment's mutants
     cell: int  # 0-based index of the notebook cell
     question: str  # the answer cell's grade_id
@@ -49,18 +60,14 @@ class Mutant:
     source: str  # the whole mutated cell
     diff: str
 
-    @property
-    def id(self) -> str:
-        return f"m{self.number:03d}"
-
 
 @dataclass
 class Verdict:
     mutant: Mutant
-    status: str  # killed, survived, timeout, error
+    status: str  # killed, survived, equivalent, accepted, timeout, error
     passed: list[str] = field(default_factory=list)  # tests it passed (what let a survivor through)
     lost: list[str] = field(default_factory=list)  # tests the solution passes and it does not
-    message: str = ""
+    message: str = ""  # a grader error; where a survivor differs from the solution; why it is accepted
 
 
 @dataclass
@@ -75,14 +82,21 @@ class Report:
         return Counter(v.status for v in (self.verdicts if verdicts is None else verdicts))
 
     @property
+    def judged(self) -> int:
+        """The score's denominator: every graded mutant but the equivalent and the accepted ones."""
+        c = self.counts()
+        return len(self.verdicts) - c["equivalent"] - c["accepted"]
+
+    @property
     def score(self) -> float:
-        return self.counts()["killed"] / len(self.verdicts) if self.verdicts else 1.0
+        return self.counts()["killed"] / self.judged if self.judged else 1.0
 
     def line(self) -> str:
         c = self.counts()
         sampled = f" (sample of {self.total_generated})" if len(self.verdicts) < self.total_generated else ""
-        return (f"{self.assignment}: {c['killed']}/{len(self.verdicts)} killed ({self.score:.0%}), "
-                f"{c['survived']} survived, {c['timeout']} timed out, {c['error']} errors{sampled}")
+        return (f"{self.assignment}: {c['killed']}/{self.judged} killed ({self.score:.0%}), {c['survived']} survived, "
+                f"{c['equivalent']} equivalent, {c['accepted']} accepted, {c['timeout']} timed out, "
+                f"{c['error']} errors{sampled}")
 
     def grouped(self, key: str) -> dict[str, Counter]:
         groups: dict[str, list] = defaultdict(list)
@@ -304,10 +318,23 @@ def cell_mutants(source: str) -> list[tuple[str, str, int, str]]:
     return found
 
 
+def _mutant_id(question: str, function: str, kind: str, diff: str, taken: set[str]) -> str:
+    """A hash of the change without the diff's line numbers and cell position (the same change of
+    the same code keeps its id when other cells or lines move); a repeat gets the next free hash."""
+    body = [line for line in diff.splitlines()[2:] if not line.startswith("@@")]
+    key = "\n".join([question, function, kind, *body])
+    while True:
+        mutant_id = "m" + hashlib.sha256(key.encode()).hexdigest()[:6]
+        if mutant_id not in taken:
+            taken.add(mutant_id)
+            return mutant_id
+        key += "\n(again)"
+
+
 def generate(notebook: Path) -> list[Mutant]:
     """Every mutant of the notebook's answer cells, in notebook order."""
     nb = nbformat.read(notebook, as_version=4)
-    mutants = []
+    mutants, taken = [], set()
     for index, cell in enumerate(nb.cells):
         meta = cell.metadata.get("nbgrader", {})
         if cell.cell_type != "code" or not (meta.get("solution") or BEGIN in cell.source):
@@ -317,7 +344,8 @@ def generate(notebook: Path) -> list[Mutant]:
             diff = "".join(difflib.unified_diff(cell.source.splitlines(keepends=True),
                                                 mutated.splitlines(keepends=True),
                                                 f"solution cell {index + 1}", "mutant", n=1))
-            mutants.append(Mutant(len(mutants), index, question, function, kind, line, mutated, diff))
+            mutants.append(Mutant(_mutant_id(question, function, kind, diff, taken), len(mutants), index, question,
+                                  function, kind, line, mutated, diff))
     return mutants
 
 
@@ -356,15 +384,176 @@ def _solution_problem(result) -> str:
     return f"the solution does not pass {', '.join(failing)}" if failing else ""
 
 
+# ---------------------------------------------------------------- equivalent survivors
+# The verdict is reached here, in the trusted process: the sandboxes only answer calls. The calls are
+# those the hidden suite made when it graded the solution (recorded by the oracle), replayed as they
+# were and with every tensor argument replaced by a random one of the same shape and dtype.
+
+
+def _perturb(value, generator):
+    """A random tensor of `value`'s shape, dtype and device near it (floats: Gaussian noise of its
+    spread; integers: uniform from its min to its max); anything else as it is."""
+    import torch
+
+    if type(value) is not torch.Tensor or value.numel() == 0 or value.dtype == torch.bool or value.is_complex():
+        return value
+    base = value.detach().cpu()
+    if value.is_floating_point():
+        finite = base.float()[base.float().isfinite()]
+        spread = float(finite.std()) if finite.numel() > 1 else 1.0
+        spread = spread if math.isfinite(spread) and spread > 0 else 1.0
+        new = base.float() + torch.randn(base.shape, generator=generator) * spread
+    else:
+        new = torch.randint(int(base.min()), int(base.max()) + 1, base.shape, generator=generator)
+    return new.to(dtype=value.dtype, device=value.device)
+
+
+def _contains(value, kind: type) -> bool:
+    from autograder import wire
+
+    found: list = []
+    wire.walk(value, lambda v: found.append(v) if isinstance(v, kind) else v)
+    return bool(found)
+
+
+def _replays(calls: list[tuple[str, bytes]]) -> list[tuple[str, str, bytes]]:
+    """(function, label, request) of the suite's calls, then RANDOM_VARIANTS perturbed copies of each.
+    Calls on an object an earlier call returned cannot be replayed and are left out; tripwires are not
+    armed (a mutant changes no API call of the solution)."""
+    import torch
+
+    from autograder import wire
+
+    requests = []
+    for name, payload in calls:
+        request = wire.decode_message(payload)
+        if not _contains([request["args"], request["kwargs"]], wire.HandleRef):
+            requests.append((name, {**request, "forbidden": []}))
+    generator = torch.Generator().manual_seed(SEED)
+    replays = [(name, f"{name} as the suite called it", wire.encode_message(r)) for name, r in requests]
+    for _ in range(RANDOM_VARIANTS):
+        for name, request in requests:
+            args, kwargs = wire.walk([request["args"], request["kwargs"]], lambda v: _perturb(v, generator))
+            replays.append((name, f"{name} on random inputs",
+                            wire.encode_message({**request, "args": args, "kwargs": kwargs})))
+    return replays
+
+
+def _same(a, b) -> bool:
+    """Exactly equal: same types, dtypes and shapes, equal elements (NaN where the other has NaN)."""
+    import torch
+
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, torch.Tensor):
+        if a.dtype != b.dtype or a.shape != b.shape or a.device != b.device:
+            return False
+        if a.is_floating_point() or a.is_complex():
+            nan = a.isnan()
+            return torch.equal(nan, b.isnan()) and torch.equal(a[~nan], b[~nan])
+        return torch.equal(a, b)
+    if isinstance(a, float) and math.isnan(a):
+        return math.isnan(b)
+    return a == b  # a handle to an object in the sandbox equals nothing: never judged equivalent
+
+
+def _replay(assignment: Assignment, notebook: str, replays: list, expected: list | None = None) -> list:
+    """What each replayed call gives in a sandbox running `notebook`, in order: ("returned", value),
+    ("raised", exception type) or ("failed", message); ("lost", None) when it timed out or died. With
+    `expected` (which holds no "lost"), stops at the first outcome that differs from it."""
+    from autograder.extraction import extract
+    from autograder.oracle import GradingSession, StudentFault, SubmissionError
+    from autograder.sandbox import SandboxDied, SandboxTimeout
+
+    session = GradingSession(assignment, extract(Path(notebook), assignment.extraction))
+    outcomes = []
+    try:
+        for index, (_, label, payload) in enumerate(replays):
+            session.used_s = 0.0  # replays run several times the suite's calls: only the per-call limit applies
+            try:
+                outcome = ("returned", session.send(payload, label))
+            except SubmissionError as exc:
+                outcome = ("raised", exc.type_name)
+            except StudentFault as exc:
+                outcome = ("failed", str(exc))
+            except (SandboxTimeout, SandboxDied):
+                outcome = ("lost", None)
+            outcomes.append(outcome)
+            if expected is not None and not _same(outcome, expected[index]):
+                break
+    finally:
+        session.close()
+    return outcomes
+
+
+def _equivalence(course_root: str, assignment_id: str, solution: str, survivors: dict[str, str]) -> dict[str, str]:
+    """Runs in a grading worker: for each survivor (id -> notebook), "" when it gives exactly what the
+    solution gives on every replayed call, else the first call where it does not, or why it cannot be
+    judged: only a mutant whose own function the suite calls directly can be equivalent."""
+    from autograder.config import load_course
+    from autograder.extraction import extract
+    from autograder.oracle import Handle, run_suite
+
+    assignment = load_course(Path(course_root)).get(assignment_id)
+    functions = {m.id: m.function for m in generate(Path(solution))}
+    calls: list = []
+    run_suite(assignment, extract(Path(solution), assignment.extraction), calls=calls)
+    replays = _replays(calls)
+    expected = _replay(assignment, solution, replays)
+    # What the solution gives no comparable answer on (it ran out of time, or returned an object that
+    # stays in the sandbox, such as a model) tells nothing apart.
+    kept = [(r, e) for r, e in zip(replays, expected) if e[0] != "lost" and not _contains(e[1], Handle)]
+    replays, expected = [r for r, _ in kept], [e for _, e in kept]
+    found = {}
+    for mutant, notebook in survivors.items():
+        if not any(name == functions[mutant] for name, _, _ in replays):
+            found[mutant] = (f"not judged: the suite never calls `{functions[mutant]}` itself with a result "
+                             "the grader can compare")
+            continue
+        outcomes = _replay(assignment, notebook, replays, expected)
+        differs = not _same(outcomes[-1], expected[len(outcomes) - 1])
+        found[mutant] = (f"not equivalent: differs from the solution on `{replays[len(outcomes) - 1][1]}` "
+                         f"(call {len(outcomes)} of {len(replays)} replayed)") if differs else ""
+    return found
+
+
+def _judge_equivalence(assignment: Assignment, solution: str, survivors: dict[str, str]) -> dict[str, str]:
+    """`_equivalence` in a worker process (this one stays free of torch and of the sandboxes' traffic)."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from autograder.isolation import exit_with
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(WORKER_PRELOAD)
+    try:
+        with ProcessPoolExecutor(1, mp_context=ctx, initializer=exit_with, initargs=(os.getpid(),)) as pool:
+            return pool.submit(_equivalence, str(assignment.root), assignment.id, solution, survivors).result()
+    except Exception as exc:  # noqa: BLE001 - the grading verdicts stand; only equivalence is unknown
+        return {mutant: f"equivalence not judged: {type(exc).__name__}: {exc}" for mutant in survivors}
+
+
 def run(assignment: Assignment, limit: int | None = None, jobs: int | None = None, on_done=None,
         kinds: set[str] | None = None) -> Report:
-    """Grade the solution and a (sampled) set of its mutants with the assignment's hidden suite;
-    `kinds` keeps only mutants of those kinds (before sampling)."""
+    """Grade the solution and a (sampled) set of its mutants with the assignment's hidden suite, then
+    judge which survivors are equivalent and which are accepted; `kinds` keeps only mutants of those
+    kinds (before sampling)."""
     import time
 
     started = time.monotonic()
     notebook = sorted(assignment.source_dir.glob(f"{assignment.id}.ipynb")) or assignment.source_notebooks()
-    all_mutants = [m for m in generate(notebook[0]) if kinds is None or m.kind in kinds]
+    every = generate(notebook[0])
+    unknown = sorted(set(assignment.mutation_accepted) - {m.id for m in every})
+    if unknown:
+        raise ConfigError(f"course_config.py: {assignment.id}: mutation_accepted names {', '.join(unknown)}, which "
+                          f"is not a mutant of the solution (was its line edited?); `autograder mutants "
+                          f"{assignment.id}` prints the current ids")
+    all_mutants = [m for m in every if kinds is None or m.kind in kinds]
     chosen = sample(all_mutants, limit)
     root, suite = str(assignment.root), suite_hash(assignment)
     nb = nbformat.read(notebook[0], as_version=4)
@@ -382,15 +571,31 @@ def run(assignment: Assignment, limit: int | None = None, jobs: int | None = Non
             outcomes[job.submission_id] = outcome
             if on_done:
                 on_done(job, outcome)
-    solution = outcomes["solution"]
-    problem = _solution_problem(solution)
-    passed_by_solution = set() if problem else {r.test_id for r in solution.results if r.status == "passed"}
-    verdicts = [_verdict(m, outcomes[m.id], passed_by_solution) for m in chosen]
+        solution = outcomes["solution"]
+        problem = _solution_problem(solution)
+        passed_by_solution = set() if problem else {r.test_id for r in solution.results if r.status == "passed"}
+        verdicts = [_verdict(m, outcomes[m.id], passed_by_solution) for m in chosen]
+        survivors = {v.mutant.id: str(Path(tmp) / v.mutant.id / f"{assignment.id}.ipynb")
+                     for v in verdicts if v.status == "survived"}
+        judged = _judge_equivalence(assignment, str(notebook[0]), survivors) if survivors and not problem else {}
+    for v in verdicts:
+        if v.mutant.id in judged:
+            v.message = judged[v.mutant.id] or "returns exactly what the solution returns on every replayed call"
+            v.status = "survived" if judged[v.mutant.id] else "equivalent"
+        if v.status == "survived" and v.mutant.id in assignment.mutation_accepted:
+            v.status, v.message = "accepted", assignment.mutation_accepted[v.mutant.id]
     return Report(assignment.id, verdicts, len(all_mutants), time.monotonic() - started, problem)
 
 
+def _listed(report: Report) -> list[Verdict]:
+    """Verdicts in the order a report shows them: what needs the instructor first."""
+    order = ("survived", "error", "accepted", "equivalent", "timeout", "killed")
+    return sorted(report.verdicts, key=lambda v: (order.index(v.status), v.mutant.number))
+
+
 def format_report(report: Report) -> str:
-    """Plain-text report: the score line, counts per question and function, each survivor's diff."""
+    """Plain-text report: the score line, counts per question and function, the diff of each survivor,
+    grader error, accepted and equivalent mutant."""
     out = [report.line(), f"  graded in {report.seconds:.0f} s "
                           f"({len(report.verdicts) / max(report.seconds, 1e-9) * 60:.1f} mutants per minute)"]
     if report.solution_problem:
@@ -399,14 +604,16 @@ def format_report(report: Report) -> str:
         out.append(f"  per {key}:")
         for name, c in report.grouped(key).items():
             out.append(f"    {name}: {c['killed']}/{sum(c.values())} killed, {c['survived']} survived, "
-                       f"{c['timeout']} timed out, {c['error']} errors")
-    for v in report.verdicts:
-        if v.status in ("survived", "error"):
-            out.append(f"\n{v.status.upper()} {v.mutant.id} {v.mutant.function} line {v.mutant.line}: {v.mutant.kind}")
-            if v.message:
-                out.append(f"  {v.message}")
-            out.append(f"  passed: {', '.join(v.passed) or 'no test'}")
-            out.append("  " + v.mutant.diff.rstrip("\n").replace("\n", "\n  "))
+                       f"{c['equivalent']} equivalent, {c['accepted']} accepted, {c['timeout']} timed out, "
+                       f"{c['error']} errors")
+    for v in _listed(report):
+        if v.status in ("timeout", "killed"):
+            break
+        out.append(f"\n{v.status.upper()} {v.mutant.id} {v.mutant.function} line {v.mutant.line}: {v.mutant.kind}")
+        if v.message:
+            out.append(f"  {v.message}")
+        out.append(f"  passed: {', '.join(v.passed) or 'no test'}")
+        out.append("  " + v.mutant.diff.rstrip("\n").replace("\n", "\n  "))
     return "\n".join(out)
 
 
@@ -414,8 +621,7 @@ def write_html(report: Report, assignment: Assignment, out_dir: Path) -> Path:
     """`<out_dir>/<assignment>_mutants.html`, in the look of the instructor summary."""
     from autograder.exports import _template
 
-    order = {"survived": 0, "error": 1, "timeout": 2, "killed": 3}
-    verdicts = sorted(report.verdicts, key=lambda v: (order[v.status], v.mutant.number))
+    verdicts = _listed(report)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     page = out_dir / f"{assignment.id}_mutants.html"

@@ -135,6 +135,7 @@ class GradingSession:
     generation: int = 0
     fed_recorders: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    calls: list | None = None  # (label, request) of each call of a notebook function, for `mutants` to replay
 
     def __post_init__(self):
         self._ctx = None
@@ -194,11 +195,17 @@ class GradingSession:
         if self._timeouts_in_a_row.get(label, 0) >= TIMEOUTS_BEFORE_GIVING_UP:
             raise SandboxTimeout(f"`{label}` was not run: it did not finish in its last {TIMEOUTS_BEFORE_GIVING_UP} "
                                  f"calls ({self.assignment.limits.call_timeout_s:g} s each)")
-        sandbox = self._ensure_sandbox()
         payload = wire.encode_arguments({
             "op": op, "target": target._handle_ref if isinstance(target, Handle) else target, "attr": attr,
             "args": list(args), "kwargs": dict(kwargs or {}), "forbidden": sorted(self.forbidden_now),
         })
+        if self.calls is not None and op == "call" and isinstance(target, str):
+            self.calls.append((label, payload))
+        return self.send(payload, label)
+
+    def send(self, payload: bytes, label: str):
+        """Send an encoded request (a call the suite made, or its replay) and decode the reply."""
+        sandbox = self._ensure_sandbox()
         if self.trace is not None:  # read by the scheduler if this worker dies during the call
             self.trace.write_text(label)
         begin = time.perf_counter()
@@ -376,11 +383,12 @@ class OraclePlugin:
 
 
 def run_suite(assignment: Assignment, code: Extracted, isolate: bool = True, trace: Path | None = None,
-              only_gpu: bool = False) -> GradingSession:
+              only_gpu: bool = False, calls: list | None = None) -> GradingSession:
     """Run the assignment's hidden suite against extracted code; returns the filled session.
     `trace` names a file that always holds the call in progress (for a post-mortem of this process);
-    `only_gpu` runs just the GPU-marked tests (completing a grade a CPU grader left incomplete)."""
-    session = GradingSession(assignment, code, isolate, trace)
+    `only_gpu` runs just the GPU-marked tests (completing a grade a CPU grader left incomplete);
+    `calls`, when given, receives every call of a notebook function the suite makes."""
+    session = GradingSession(assignment, code, isolate, trace, calls=calls)
     plugin = OraclePlugin(session, cuda_available())
     # No ini file: the course's own pytest settings (the framework's tests) must not leak in.
     args = [str(assignment.tests_dir), "-c", os.devnull, "--rootdir", str(assignment.tests_dir),

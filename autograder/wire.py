@@ -69,13 +69,13 @@ def _loads(data: bytes):
         return torch.load(io.BytesIO(data), weights_only=True, map_location=None)
 
 
-def _walk(obj, leaf: Callable[[Any], Any]):
+def walk(obj, leaf: Callable[[Any], Any]):
     """Rebuild plain containers (exact types only) and map every other value through `leaf`."""
     kind = type(obj)
     if kind in (list, tuple):
-        return kind(_walk(x, leaf) for x in obj)
+        return kind(walk(x, leaf) for x in obj)
     if kind in (dict, collections.OrderedDict):
-        return {_walk(k, leaf): _walk(v, leaf) for k, v in obj.items()}
+        return {walk(k, leaf): walk(v, leaf) for k, v in obj.items()}
     return leaf(obj)
 
 
@@ -109,7 +109,7 @@ def _argument_leaf(obj):
 
 
 def encode_arguments(obj) -> bytes:
-    return _dumps(_walk(obj, _argument_leaf))
+    return _dumps(walk(obj, _argument_leaf))
 
 
 @functools.cache
@@ -153,7 +153,7 @@ def decode_arguments(data: bytes, handles: dict[int, Any], models: list | None =
                 raise WireError("this object no longer exists in the sandbox (it was restarted)") from None
         return obj
 
-    return _walk(_loads(data), leaf)
+    return walk(_loads(data), leaf)
 
 
 # --- sandbox -> grader ------------------------------------------------------------------------
@@ -171,7 +171,7 @@ def encode_result(obj, handles: dict[int, Any]) -> bytes:
         handles[handle_id] = value
         return HandleRef(handle_id, type(value).__name__)
 
-    return _dumps(_walk(obj, leaf))
+    return _dumps(walk(obj, leaf))
 
 
 def encode_message(obj) -> bytes:
@@ -193,4 +193,4 @@ def decode_message(data: bytes, make_handle: Callable[[HandleRef], Any] | None =
             return value.detach().as_subclass(torch.Tensor)
         return value
 
-    return _walk(obj, leaf)
+    return walk(obj, leaf)

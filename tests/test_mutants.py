@@ -11,7 +11,7 @@ import pytest
 from autograder.cli import main
 from autograder.config import ConfigError, load_course
 from autograder.mutants import cell_mutants, run, sample, generate, format_report, write_html
-from tests.conftest import ASSIGNMENT
+from tests.conftest import ASSIGNMENT, demo_cells
 
 CELL = textwrap.dedent('''\
     def quantize(x, bits=8):
@@ -89,6 +89,16 @@ def test_parentheses_only_where_precedence_changes():
     assert "return a[..., n:] * 3" in bodies
 
 
+def test_ids_are_stable_across_runs_and_edits_elsewhere(make_course, cells):
+    root = make_course()
+    mutants = generate(root / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
+    assert [m.id for m in mutants] == [m.id for m in generate(root / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")]
+    assert len({m.id for m in mutants}) == len(mutants)
+    # a cell inserted above the solution moves it; its mutants keep their ids
+    moved = make_course(cells=[cells.markdown("# Preface"), *demo_cells()])
+    assert [m.id for m in generate(moved / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")] == [m.id for m in mutants]
+
+
 def test_sample_is_deterministic_and_in_notebook_order(make_course):
     mutants = generate(make_course() / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
     assert len(mutants) == 5
@@ -109,8 +119,10 @@ def test_weak_suite_lets_a_mutant_survive_and_the_report_shows_it(make_course, t
     report = run(assignment, kinds=SWAP, jobs=2)
     assert not report.solution_problem
     [verdict] = report.verdicts
+    # `<=` also drops the k-th logit: not equivalent, and the replay of the suite's own call shows it
     assert verdict.status == "survived"
-    assert report.line().startswith(f"{ASSIGNMENT}: 0/1 killed (0%), 1 survived")
+    assert verdict.message.startswith("not equivalent: differs from the solution on `top_k_filter as the suite called it`")
+    assert report.line().startswith(f"{ASSIGNMENT}: 0/1 killed (0%), 1 survived, 0 equivalent, 0 accepted")
     text = format_report(report)
     assert "SURVIVED m" in text and "comparison swapped" in text
     assert "+    return logits.masked_fill(logits <= kth, float(\"-inf\"))" in text
@@ -142,6 +154,92 @@ def test_mutants_command_prints_the_score_and_writes_the_page(make_course, tmp_p
     root = make_course()  # HIDDEN_SUITE kills every mutant of the demo solution
     assert main(["--course-root", str(root), "mutants", "--max", "1", "--jobs", "1", "--html", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert f"{ASSIGNMENT}: 1/1 killed (100%), 0 survived, 0 timed out, 0 errors (sample of 5)" in out
+    assert f"{ASSIGNMENT}: 1/1 killed (100%), 0 survived, 0 equivalent, 0 accepted, 0 timed out, 0 errors (sample of 5)" in out
     assert "per question:\n    top_k_filter: 1/1 killed" in out
     assert "mutation report" in (tmp_path / f"{ASSIGNMENT}_mutants.html").read_text()
+
+
+SCALE = ('def scale_logits(logits):\n'
+         '    """Twice the logits, in float32."""\n'
+         '    ### BEGIN SOLUTION\n'
+         '    x = logits.float()\n'
+         '    return x * 2\n'
+         '    ### END SOLUTION\n')
+SHAPE_SUITE = '''import pytest
+import torch
+
+pytestmark = pytest.mark.question("scale_logits")
+
+
+@pytest.mark.points(1)
+def test_shape(submission):
+    assert submission.scale_logits(torch.randn(3, 4, generator=torch.Generator().manual_seed(0))).shape == (3, 4)
+'''
+
+
+def test_equivalent_survivor_is_reported_apart_from_a_real_one(make_course, cells):
+    """`.float()` of float32 logits changes nothing on any input; `x / 2` passes the weak suite but
+    returns other numbers: only the first is equivalent, and it leaves the score's denominator."""
+    root = make_course(cells=[cells.readonly("setup", "import torch"), cells.answer("scale_logits", SCALE)],
+                       grader_tests={"test_scale.py": SHAPE_SUITE})
+    report = run(load_course(root).get(ASSIGNMENT), kinds={".float() removed", "arithmetic swapped"}, jobs=2)
+    status = {v.mutant.kind: v for v in report.verdicts}
+    assert status[".float() removed"].status == "equivalent"
+    assert status["arithmetic swapped"].status == "survived"
+    assert "not equivalent" in status["arithmetic swapped"].message
+    assert report.judged == 1 and report.score == 0.0
+    assert report.line() == (f"{ASSIGNMENT}: 0/1 killed (0%), 1 survived, 1 equivalent, 0 accepted, "
+                             "0 timed out, 0 errors")
+    text = format_report(report)
+    assert text.index("SURVIVED") < text.index("EQUIVALENT")
+
+
+def test_accepted_survivor_is_reported_with_its_reason(make_course, course_config):
+    root = make_course(grader_tests={"test_top_k.py": WEAK_SUITE})
+    [swap] = [m for m in generate(root / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb") if m.kind in SWAP]
+    course_config["ASSIGNMENTS"][0]["mutation_accepted"] = {swap.id: "ties at the k-th logit are not graded"}
+    report = run(load_course(make_course(config=course_config, grader_tests={"test_top_k.py": WEAK_SUITE}))
+                 .get(ASSIGNMENT), kinds=SWAP, jobs=2)
+    [verdict] = report.verdicts
+    assert (verdict.status, verdict.message) == ("accepted", "ties at the k-th logit are not graded")
+    assert report.line().startswith(f"{ASSIGNMENT}: 0/0 killed (100%), 0 survived, 0 equivalent, 1 accepted")
+    assert f"ACCEPTED {swap.id}" in format_report(report)
+
+
+def test_unknown_accepted_id_is_refused_with_one_message(make_course, course_config, capsys):
+    course_config["ASSIGNMENTS"][0]["mutation_accepted"] = {"m000000": "harmless"}
+    status = main(["--course-root", str(make_course(config=course_config)), "mutants"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "mutation_accepted names m000000, which is not a mutant of the solution" in err
+
+
+@pytest.mark.parametrize("accepted, problem", [
+    ({"m12": "why"}, "'m12' is not a mutant id"),
+    ({"m0a1b2c": " "}, "mutation_accepted.m0a1b2c: needs the reason it may survive"),
+    (["m0a1b2c"], "mutation_accepted: must be a dict"),
+])
+def test_accept_list_is_validated(make_course, course_config, accepted, problem):
+    course_config["ASSIGNMENTS"][0]["mutation_accepted"] = accepted
+    with pytest.raises(ConfigError, match=problem):
+        load_course(make_course(config=course_config))
+
+
+WRAP = ('class Box:\n'
+        '    """An object of the notebook\'s own: it stays in the sandbox."""\n\n\n'
+        'def wrap(logits):\n'
+        '    ### BEGIN SOLUTION\n'
+        '    return {"scaled": logits * 2, "box": Box()}\n'
+        '    ### END SOLUTION\n')
+WRAP_SUITE = SHAPE_SUITE.replace("scale_logits", "wrap").replace(".shape == (3, 4)", '["scaled"].shape == (3, 4)')
+
+
+def test_a_result_that_stays_in_the_sandbox_is_never_evidence_of_equivalence(make_course, cells):
+    """Every result of `wrap` holds a handle, which compares equal to nothing: the survivor is not judged
+    (neither called different because of the handle, nor equivalent for want of evidence)."""
+    root = make_course(cells=[cells.readonly("setup", "import torch"), cells.answer("wrap", WRAP)],
+                       grader_tests={"test_wrap.py": WRAP_SUITE})
+    [verdict] = run(load_course(root).get(ASSIGNMENT), kinds={"arithmetic swapped"}, jobs=1).verdicts
+    assert verdict.status == "survived"
+    assert verdict.message == "not judged: the suite never calls `wrap` itself with a result the grader can compare"

@@ -1,7 +1,8 @@
 """top_p_filter against transformers' TopPLogitsWarper.
 
 Inputs are chosen so that no token's cumulative probability lies within 1e-3 (fp32) or 3e-2
-(fp16/bf16) of p: a correct filter summing in another order or precision keeps the same tokens.
+(fp16/bf16) of p: a correct filter summing in another order or precision keeps the same tokens. The one
+exception is exact: equal logits give probabilities of exactly 1/n, whose sums any order gives exactly.
 """
 
 import pytest
@@ -24,6 +25,18 @@ def test_matches_transformers(submission):
         assert_top_p_matches(submission, logits, p, "random logits [6, 64]")
     tied = torch.tensor([[0.2, 0.3, 0.2, 0.3]]).log()
     assert_top_p_matches(submission, tied, 0.5, "log([[0.2, 0.3, 0.2, 0.3]])")
+    # A token whose cumulative probability (from the least likely) is exactly 1 - p goes, as in
+    # TopPLogitsWarper (`<= 1 - p`). Which of the equal tokens stay is not graded, only how many.
+    for n, p in ((4, 0.5), (8, 0.25)):
+        flat = torch.zeros(2, n)
+        kept, expected = submission.top_p_filter(flat, p), int(reference_top_p(flat, p)[0].isfinite().sum())
+        what = f"top_p_filter(zeros [2, {n}], p={p})"
+        assert isinstance(kept, torch.Tensor) and kept.shape == flat.shape, (
+            f"{what}: expected a tensor of shape {tuple(flat.shape)}")
+        assert kept.isfinite().sum(-1).tolist() == [expected] * 2, (
+            f"{what}: your filter kept {kept.isfinite().sum(-1).tolist()} tokens per row, the nucleus has {expected}: "
+            f"probabilities are exactly 1/{n}, and a token whose cumulative probability is exactly 1 - p = {1 - p:g} "
+            "is removed (`<= 1 - p`, not `< 1 - p`)")
 
 
 @pytest.mark.points(1)
