@@ -162,7 +162,7 @@ class GradingSession:
         if self._ctx is None:
             # The forkserver starts with the first sandbox, after collection: it can preload the
             # libraries whose APIs are forbidden (the tripwires import them) once for all sandboxes.
-            self._ctx = warm_context(sorted({api.split(".")[0] for api in self.forbidden_all}))
+            self._ctx = warm_context(self.assignment, sorted({re.split(r"[.:]", api)[0] for api in self.forbidden_all}))
         sandbox = Sandbox(setup, self._ctx)
         self.generation += 1
         load_timeout = max(self.assignment.limits.call_timeout_s, LOAD_TIMEOUT_S)

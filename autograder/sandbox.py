@@ -1,7 +1,7 @@
 """Stage 3: submission code runs in its own process, isolated from the grader.
 
-A sandbox is forked from a warm forkserver that has already imported torch and transformers (never
-CUDA), so it starts in milliseconds. Before any student code runs, the child builds its walls
+A sandbox is forked from a warm forkserver that has already imported torch and what the assignment
+uses (never CUDA; `autograder.warm`), so it starts in milliseconds. Before any student code runs, the child builds its walls
 (`autograder.isolation`: own session, namespaces, a whitelist root, an unprivileged uid, limits) and
 arms the forbidden-API checks (`autograder.tripwires`).
 
@@ -22,7 +22,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-from autograder import isolation, wire
+from autograder import isolation, warm, wire
 from autograder.devices import nvidia_driver_present
 from autograder.extraction import Extracted
 from autograder.tripwires import TAMPERED, Tripwires
@@ -216,17 +216,16 @@ def child_main(conn, setup: SandboxSetup) -> None:
 # --- the grader's side ----------------------------------------------------------------------------
 
 
-PRELOAD = ["torch", "transformers", "autograder.sandbox", "autograder.warm"]
+def warm_context(assignment, extra_modules=()):
+    """A forkserver context whose forkserver preloads what the assignment needs; sandboxes fork from it.
 
-
-def warm_context(extra_modules=()):
-    """A forkserver context that preloads the heavy imports once; sandboxes fork from it.
-
-    On a GPU runner only the base modules are preloaded: importing bitsandbytes there initialises CUDA,
-    and a CUDA context does not survive a fork, so no sandbox forked from it could use the GPU."""
+    In a grading worker this is the batch's forkserver, already running (`autograder.warm`); elsewhere
+    (a single grading run, verify, a cluster job) a forkserver of this process's own, started with the
+    first sandbox. `extra_modules` are the roots of the APIs the collected tests forbid."""
     ctx = multiprocessing.get_context("forkserver")
-    extra = [] if nvidia_driver_present() else [m for m in extra_modules if m not in PRELOAD]
-    ctx.set_forkserver_preload(PRELOAD + extra)
+    preload = warm.modules_for(assignment, warm.SANDBOX_BASE)
+    extra = [m for m in extra_modules if m not in preload and (m in warm.CUDA_SAFE or not nvidia_driver_present())]
+    ctx.set_forkserver_preload(preload + extra)
     return ctx
 
 
