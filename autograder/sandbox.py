@@ -18,6 +18,7 @@ import linecache
 import multiprocessing
 import os
 import signal
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -38,9 +39,19 @@ _NUMERICS = {
     "torch.get_float32_matmul_precision()": (
         lambda t: t.get_float32_matmul_precision(), lambda t: t.set_float32_matmul_precision("highest")),
     "torch.are_deterministic_algorithms_enabled()": (
-        lambda t: t.are_deterministic_algorithms_enabled(), lambda t: t.use_deterministic_algorithms(True, warn_only=True)),
+        lambda t: t.are_deterministic_algorithms_enabled(), lambda t: _use_deterministic_algorithms(t)),
     "torch.get_default_dtype()": (lambda t: t.get_default_dtype(), lambda t: t.set_default_dtype(t.float32)),
 }
+
+
+def _use_deterministic_algorithms(torch) -> None:
+    """`torch.use_deterministic_algorithms` also sets the compiler's (inductor's) flag, importing the
+    whole compiler to do so: seconds at every forkserver start. Until submission code loads the
+    compiler there is only the global flag to set; once it has, the next pin sets both."""
+    if "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
 
 
 @dataclass(frozen=True)

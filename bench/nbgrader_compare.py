@@ -28,6 +28,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from autograder.gradebook import Gradebook  # noqa: E402
 from conftest import ASSIGNMENT, Cells, write_course, write_notebook  # noqa: E402
 from table import print_table  # noqa: E402
 
@@ -81,6 +82,8 @@ VARIANTS = {
     "exits": (1, CORRECT.replace("    scale = x", "    import sys; sys.exit(0)\n    scale = x")),
 }
 ENDLESS = CORRECT.replace("    scale = x", "    while True:\n        pass\n    scale = x")
+# Points each kind of submission must score: a faster run that grades wrongly is no result.
+EXPECTED_POINTS = {"correct": 2, "wrong_scale": 1, "raises": 1, "exits": 1, "endless": 1}
 
 
 def _notebook_cells(answer: str) -> list:
@@ -95,9 +98,11 @@ def submissions(count: int, with_loop: bool) -> dict[str, str]:
     return chosen | ({"endless": ENDLESS} if with_loop else {})
 
 
-def _timed(command: list[str], cwd: Path | None = None) -> float:
-    begin = time.perf_counter()
+def _timed(command: list[str], cwd: Path | None = None, pythonpath: Path | None = None) -> float:
     env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # nbgrader runs `alembic`
+    if pythonpath:
+        env["PYTHONPATH"] = str(pythonpath)
+    begin = time.perf_counter()
     done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - begin
     if done.returncode != 0:
@@ -130,13 +135,13 @@ class Nbgrader:
 
 
 class Ours:
-    """A course root of this project with the same assignment."""
+    """A course root of this project with the same assignment, graded by the package in `tree`."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, tree: Path = ROOT):
         folder.mkdir(parents=True)
         self.root = write_course(folder, CORRECT, {"test_trivial.py": SUITE}, points=2,
                                  call_timeout_s=CALL_TIMEOUT_S, submission_timeout_s=60)
-        self.runs = 0
+        self.tree, self.runs = tree, 0
 
     def grade(self, answers: dict[str, str], jobs: int) -> float:
         """`autograder grade` of these submissions into a fresh gradebook, cold."""
@@ -144,44 +149,72 @@ class Ours:
         batch = self.root / f"batch-{self.runs}"
         for student, code in answers.items():
             write_notebook(batch / f"{student}.ipynb", _notebook_cells(code))
-        return _timed([str(BIN / "autograder"), "--course-root", str(self.root), "grade", ASSIGNMENT, str(batch),
-                       "--gradebook", str(batch / "gradebook.db"), "--jobs", str(jobs)])
+        seconds = _timed([str(BIN / "autograder"), "--course-root", str(self.root), "grade", ASSIGNMENT, str(batch),
+                          "--gradebook", str(batch / "gradebook.db"), "--jobs", str(jobs)], pythonpath=self.tree)
+        with Gradebook.open(batch / "gradebook.db") as gradebook:
+            scores = {r.submission_id: sum(t.points_earned for t in r.results) for r in gradebook.submissions(ASSIGNMENT)}
+        expected = {student: EXPECTED_POINTS[student.rstrip("0123456789")] for student in answers}
+        if scores != expected:
+            raise SystemExit(f"{self.tree} graded wrongly: {scores}, expected {expected}")
+        return seconds
+
+
+# (name, submissions, with the endless loop, workers); nbgrader grades the batches one notebook at a time.
+RUNS = [("one", 1, False, 1), ("19/1", 19, False, 1), ("19/2", 19, False, 2), ("20/1", 19, True, 1),
+        ("20/2", 19, True, 2), ("40/1", 40, False, 1), ("40/2", 40, False, 2)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-nbgrader", action="store_true", help="time this project only")
+    parser.add_argument("--baseline", type=Path, help="another checkout of this project (e.g. main) timed in the "
+                        "same run, each measurement right after this one's, for a before/after ratio on a busy machine")
     args = parser.parse_args()
+    trees = {"ours": ROOT} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
+    times: dict[str, dict[str, float]] = {name: {} for name in trees}
     nb: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        ours = Ours(Path(tmp) / "ours")
-        one = ours.grade(submissions(1, False), 1)
-        b19 = {jobs: ours.grade(submissions(19, False), jobs) for jobs in (1, 2)}
-        b20 = {jobs: ours.grade(submissions(19, True), jobs) for jobs in (1, 2)}
-        b40 = {jobs: ours.grade(submissions(40, False), jobs) for jobs in (1, 2)}
+        courses = {name: Ours(Path(tmp) / name, tree) for name, tree in trees.items()}
+        for run, count, loop, jobs in RUNS:
+            for name, course in courses.items():
+                times[name][run] = course.grade(submissions(count, loop), jobs)
         if not args.skip_nbgrader:
             theirs = Nbgrader(Path(tmp) / "nbgrader")
-            nb = {"one": theirs.grade(submissions(1, False)), "19": theirs.grade(submissions(19, False)),
-                  "20": theirs.grade(submissions(19, True))}
+            nb = {run: theirs.grade(submissions(count, loop)) for run, count, loop, _ in RUNS
+                  if run in ("one", "19/1", "20/1")}
+            nb |= {"19/2": nb["19/1"], "20/2": nb["20/1"]}  # nbgrader has no workers
 
-    def row(name: str, mine: float, theirs: float | None, note: str = "") -> tuple[str, str, str, str]:
-        if theirs is None:
-            return name, f"{mine:.2f} s", "", note
-        return name, f"{mine:.2f} s", f"{theirs:.2f} s", note or f"{mine / theirs:.2f}x nbgrader's time"
+    def value(t: dict[str, float], run: str | None) -> float:
+        """A run's time, or with no run the marginal cost of one more submission."""
+        return (t["19/1"] - t["one"]) / 18 if run is None else t[run]
 
-    per_sub = (b19[1] - one) / 18
+    def row(name: str, run: str | None, note: str = "") -> tuple[str, ...]:
+        mine = value(times["ours"], run)
+        cells = [f"{value(times[tree], run):.2f} s" for tree in trees]
+        if nb and (run is None or run in nb):
+            cells.append(f"{value(nb, run):.2f} s")
+            note = note or f"{mine / value(nb, run):.2f}x nbgrader's time"
+        elif nb:
+            cells.append("")
+        if args.baseline:
+            note = f"{note}; {mine / value(times['baseline'], run):.2f}x baseline".lstrip("; ")
+        return (name, *cells, note)
+
+    ours = times["ours"]
     rows = [
-        row("one correct submission, whole command (cold)", one, nb.get("one")),
-        row("batch of 19, 1 worker", b19[1], nb.get("19")),
-        row("batch of 19, 2 workers", b19[2], nb.get("19")),
-        row(f"batch of 20 with an endless loop ({CALL_TIMEOUT_S} s timeout), 1 worker", b20[1], nb.get("20")),
-        row(f"batch of 20 with an endless loop ({CALL_TIMEOUT_S} s timeout), 2 workers", b20[2], nb.get("20")),
-        row("marginal cost of one more submission, 1 worker", per_sub,
-            (nb["19"] - nb["one"]) / 18 if nb else None, "(per submission, from the batch of 19)"),
-        row("batch of 40, 1 worker", b40[1], None),
-        row("batch of 40, 2 workers", b40[2], None, f"{b40[1] / b40[2]:.2f}x faster than 1 worker"),
+        row("one correct submission, whole command (cold)", "one"),
+        row("batch of 19, 1 worker", "19/1"),
+        row("batch of 19, 2 workers", "19/2", f"{ours['19/1'] / ours['19/2']:.2f}x faster than 1 worker"),
+        row(f"batch of 20 with an endless loop ({CALL_TIMEOUT_S} s timeout), 1 worker", "20/1"),
+        row(f"batch of 20 with an endless loop ({CALL_TIMEOUT_S} s timeout), 2 workers", "20/2"),
+        row("marginal cost of one more submission, 1 worker (from the 19)", None),
+        row("batch of 40, 1 worker", "40/1"),
+        row("batch of 40, 2 workers", "40/2", f"{ours['40/1'] / ours['40/2']:.2f}x faster than 1 worker"),
     ]
-    print_table(rows, header=("measurement", "ours", f"nbgrader {importlib.metadata.version('nbgrader')}", "comparison"))
+    header = ["measurement", *trees]
+    if nb:
+        header.append(f"nbgrader {importlib.metadata.version('nbgrader')} (one notebook at a time)")
+    print_table(rows, header=(*header, "comparison"))
 
 
 if __name__ == "__main__":

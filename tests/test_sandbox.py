@@ -282,7 +282,7 @@ def test_a_gpu_runner_preloads_nothing_that_initialises_cuda(course, monkeypatch
     for gpu in (True, False):
         monkeypatch.setattr(sandbox, "nvidia_driver_present", lambda: gpu)
         monkeypatch.setattr(warm, "nvidia_driver_present", lambda: gpu)
-        sandbox.warm_context(assignment, ["bitsandbytes", "transformers"])
+        sandbox.warm_context(assignment, ["transformers", "bitsandbytes"])
         base = [*warm.SANDBOX_BASE, warm.NUMERICS, warm.ZOO, "transformers"]
         assert preloaded() == (base if gpu else [*base, "bitsandbytes"])
 

@@ -1,5 +1,5 @@
-"""Preloaded by the forkserver: pin the numerics switches once (their first use imports torch's
-compiler stack, seconds), so every sandbox forked from it starts pinned."""
+"""Preloaded by the forkserver: pin the numerics switches once, so every sandbox forked from it starts
+pinned and the pins' first-use costs are paid once per batch."""
 
 import torch
 
