@@ -152,8 +152,8 @@ class Ours:
         seconds = _timed([str(BIN / "autograder"), "--course-root", str(self.root), "grade", ASSIGNMENT, str(batch),
                           "--gradebook", str(batch / "gradebook.db"), "--jobs", str(jobs)], pythonpath=self.tree)
         with Gradebook.open(batch / "gradebook.db") as gradebook:
-            scores = {r.submission_id: sum(t.points_earned for t in r.results) for r in gradebook.submissions(ASSIGNMENT)}
-        expected = {student: EXPECTED_POINTS[student.rstrip("0123456789")] for student in answers}
+            scores = sorted(sum(t.points_earned for t in r.results) for r in gradebook.submissions(ASSIGNMENT))
+        expected = sorted(EXPECTED_POINTS[student.rstrip("0123456789")] for student in answers)
         if scores != expected:
             raise SystemExit(f"{self.tree} graded wrongly: {scores}, expected {expected}")
         return seconds
@@ -178,6 +178,7 @@ def main() -> None:
         for run, count, loop, jobs in RUNS:
             for name, course in courses.items():
                 times[name][run] = course.grade(submissions(count, loop), jobs)
+                print(f"{name} {run}: {times[name][run]:.2f} s", file=sys.stderr)
         if not args.skip_nbgrader:
             theirs = Nbgrader(Path(tmp) / "nbgrader")
             nb = {run: theirs.grade(submissions(count, loop)) for run, count, loop, _ in RUNS
