@@ -1,9 +1,9 @@
 """Stage 3: submission code runs in its own process, isolated from the grader.
 
 A sandbox is forked from a warm forkserver that has already imported torch and what the assignment
-uses (never CUDA; `autograder.warm`), so it starts in milliseconds. Before any student code runs, the child builds its walls
-(`autograder.isolation`: own session, namespaces, a whitelist root, an unprivileged uid, limits) and
-arms the forbidden-API checks (`autograder.tripwires`).
+uses (never CUDA; `autograder.warm`), so it starts in milliseconds. Before any student code runs, the
+child builds its walls (`autograder.isolation`: own session, namespaces, a whitelist root, an
+unprivileged uid, limits) and arms the forbidden-API checks (`autograder.tripwires`).
 
 The child then executes the extracted statements one by one and serves calls from the grader:
 arguments and results cross in the restricted format of `autograder.wire`. Numerics settings are
@@ -24,7 +24,6 @@ import traceback
 from dataclasses import dataclass, field
 
 from autograder import isolation, warm, wire
-from autograder.devices import nvidia_driver_present
 from autograder.extraction import Extracted
 from autograder.tripwires import TAMPERED, Tripwires
 
@@ -234,9 +233,7 @@ def warm_context(assignment, extra_modules=()):
     (a single grading run, verify, a cluster job) a forkserver of this process's own, started with the
     first sandbox. `extra_modules` are the roots of the APIs the collected tests forbid."""
     ctx = multiprocessing.get_context("forkserver")
-    preload = warm.modules_for(assignment, warm.SANDBOX_BASE)
-    extra = [m for m in extra_modules if m not in preload and (m in warm.CUDA_SAFE or not nvidia_driver_present())]
-    ctx.set_forkserver_preload(preload + extra)
+    ctx.set_forkserver_preload(warm.modules_for(assignment, warm.SANDBOX_BASE, extra_modules))
     return ctx
 
 

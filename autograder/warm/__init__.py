@@ -73,16 +73,16 @@ def _installed_outside(name: str, root: Path) -> bool:
     return bool(locations) and not any(Path(p).resolve().is_relative_to(root.resolve()) for p in locations)
 
 
-def modules_for(assignment: Assignment, base: list[str]) -> list[str]:
-    """What a forkserver preloads for this assignment: `base`, then what its solution and hidden suite import."""
-    modules, forbidden, zoo = set(), set(), False
+def modules_for(assignment: Assignment, base: list[str], extra=()) -> list[str]:
+    """What a forkserver preloads for this assignment: `base`, then what its solution and hidden suite
+    import and the roots of the APIs it forbids (with `extra`, those found at collection)."""
+    modules, zoo = set(extra), False
     for text in [_notebook_code(p) for p in assignment.source_notebooks()] + [
             p.read_text(errors="replace") for p in sorted(assignment.tests_dir.rglob("*.py"))]:
-        found = _imports(text)
-        modules |= found[0]
-        forbidden |= found[1]
-        zoo |= found[2]
-    extra = sorted(name for name in (modules | forbidden) - set(base) - {"autograder", "__future__"}
+        imported, forbidden, uses_zoo = _imports(text)
+        modules |= imported | forbidden
+        zoo |= uses_zoo
+    extra = sorted(name for name in modules - set(base) - {"autograder", "__future__"}
                    if _installed_outside(name, assignment.root))
     if nvidia_driver_present():
         extra = [name for name in extra if name in CUDA_SAFE]
