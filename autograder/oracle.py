@@ -380,8 +380,11 @@ def run_suite(assignment: Assignment, code: Extracted, isolate: bool = True, tra
     `trace` names a file that always holds the call in progress (for a post-mortem of this process)."""
     session = GradingSession(assignment, code, isolate, trace)
     plugin = OraclePlugin(session, cuda_available())
-    # No ini file: the course's own pytest settings (the framework's tests) must not leak in.
+    # No ini file: the course's own pytest settings (the framework's tests) must not leak in. Nor a
+    # conftest.py above the suite; and without --confcutdir pytest 9 lists every folder above it
+    # (all of /tmp, say) at each run.
     args = [str(assignment.tests_dir), "-c", os.devnull, "--rootdir", str(assignment.tests_dir),
+            "--confcutdir", str(assignment.tests_dir),
             *(arg for plugin in UNUSED_PYTEST_PLUGINS for arg in ("-p", f"no:{plugin}")), "--assert=plain", "-W", "ignore"]
     try:
         with contextlib.redirect_stdout(None):
