@@ -65,3 +65,20 @@ def test_sandboxes_fork_from_the_batchs_forkserver_not_from_the_worker(tmp_path)
         assert graded == ["team"] and not failures
         [result] = gradebook.get(ASSIGNMENT, "team").results
     assert result.status == "passed", result.message
+
+
+def test_a_batch_of_another_assignment_gets_a_forkserver_preloaded_for_it(make_course, tmp_path):
+    """verify and mutants grade one batch per assignment in one process: each gets its own preload."""
+    import multiprocessing.forkserver
+
+    server = multiprocessing.forkserver._forkserver
+    trivial = load_course(make_course()).get(ASSIGNMENT)
+    (tmp_path / "zoo").mkdir()
+    suite = {"test_q.py": SUITE_WITH_ZOO.replace("from my_references import reference", "")}
+    with_zoo = load_course(write_course(tmp_path / "zoo", "import torch", suite, points=1)).get(ASSIGNMENT)
+    warm.start(trivial)
+    first = server._forkserver_pid
+    warm.start(trivial)
+    assert server._forkserver_pid == first  # the same assignment keeps its forkserver
+    warm.start(with_zoo)
+    assert server._forkserver_pid != first and warm.ZOO in server._preload_modules

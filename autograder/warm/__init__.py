@@ -17,6 +17,7 @@ import json
 import multiprocessing
 import multiprocessing.forkserver
 import multiprocessing.resource_tracker
+import os
 import re
 from pathlib import Path
 
@@ -92,9 +93,14 @@ def modules_for(assignment: Assignment, base: list[str], extra=()) -> list[str]:
 def start(assignment: Assignment):
     """Start the batch's forkserver in the `grade` process; returns its context and its address."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(modules_for(assignment, WORKER_BASE))
+    server, preload = multiprocessing.forkserver._forkserver, modules_for(assignment, WORKER_BASE)
+    if server._forkserver_pid is not None and server._preload_modules != preload:
+        # One preloaded for another assignment (verify, mutants: one batch per assignment) is let go as
+        # multiprocessing lets go of a dead one: it ends once its last child has ended.
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_pid = server._forkserver_address = server._forkserver_alive_fd = None
+    ctx.set_forkserver_preload(preload)
     multiprocessing.forkserver.ensure_running()
-    server = multiprocessing.forkserver._forkserver
     return ctx, (server._forkserver_address, getattr(server, "_forkserver_authkey", None))
 
 
