@@ -19,8 +19,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import nbformat
-
 from autograder.config import Assignment
 from autograder.gradebook import Gradebook, ManualScore, SubmissionResult, TestResult
 from autograder.handins import SubmissionFormatError, find_notebook, notebook_bytes
@@ -43,6 +41,8 @@ class ManualCell:
 
 def manual_cells(assignment: Assignment) -> list[ManualCell]:
     """The hand-graded cells of the assignment's source notebook, in notebook order."""
+    import nbformat  # seconds to import: only the exports that show reflections pay for it
+
     cells = []
     for path in assignment.source_notebooks():
         nb = nbformat.read(path, as_version=4)

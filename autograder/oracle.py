@@ -163,7 +163,7 @@ class GradingSession:
         if self._ctx is None:
             # The forkserver starts with the first sandbox, after collection: it can preload the
             # libraries whose APIs are forbidden (the tripwires import them) once for all sandboxes.
-            self._ctx = warm_context(sorted({api.split(".")[0] for api in self.forbidden_all}))
+            self._ctx = warm_context(self.assignment, sorted({re.split(r"[.:]", api)[0] for api in self.forbidden_all}))
         sandbox = Sandbox(setup, self._ctx)
         self.generation += 1
         load_timeout = max(self.assignment.limits.call_timeout_s, LOAD_TIMEOUT_S)
@@ -390,8 +390,11 @@ def run_suite(assignment: Assignment, code: Extracted, isolate: bool = True, tra
     `calls`, when given, receives every call of a notebook function the suite makes."""
     session = GradingSession(assignment, code, isolate, trace, calls=calls)
     plugin = OraclePlugin(session, cuda_available())
-    # No ini file: the course's own pytest settings (the framework's tests) must not leak in.
+    # No ini file: the course's own pytest settings (the framework's tests) must not leak in. Nor a
+    # conftest.py above the suite; and without --confcutdir pytest 9 lists every folder above it
+    # (all of /tmp, say) at each run.
     args = [str(assignment.tests_dir), "-c", os.devnull, "--rootdir", str(assignment.tests_dir),
+            "--confcutdir", str(assignment.tests_dir),
             *(arg for plugin in UNUSED_PYTEST_PLUGINS for arg in ("-p", f"no:{plugin}")), "--assert=plain", "-W", "ignore"]
     if only_gpu:
         args += ["-m", "gpu"]

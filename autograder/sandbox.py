@@ -1,9 +1,9 @@
 """Stage 3: submission code runs in its own process, isolated from the grader.
 
-A sandbox is forked from a warm forkserver that has already imported torch and transformers (never
-CUDA), so it starts in milliseconds. Before any student code runs, the child builds its walls
-(`autograder.isolation`: own session, namespaces, a whitelist root, an unprivileged uid, limits) and
-arms the forbidden-API checks (`autograder.tripwires`).
+A sandbox is forked from a warm forkserver that has already imported torch and what the assignment
+uses (never CUDA; `autograder.warm`), so it starts in milliseconds. Before any student code runs, the
+child builds its walls (`autograder.isolation`: own session, namespaces, a whitelist root, an
+unprivileged uid, limits) and arms the forbidden-API checks (`autograder.tripwires`).
 
 The child then executes the extracted statements one by one and serves calls from the grader:
 arguments and results cross in the restricted format of `autograder.wire`. Numerics settings are
@@ -18,12 +18,12 @@ import linecache
 import multiprocessing
 import os
 import signal
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
 
-from autograder import isolation, wire
-from autograder.devices import nvidia_driver_present
+from autograder import isolation, warm, wire
 from autograder.extraction import Extracted
 from autograder.tripwires import TAMPERED, Tripwires
 
@@ -38,9 +38,19 @@ _NUMERICS = {
     "torch.get_float32_matmul_precision()": (
         lambda t: t.get_float32_matmul_precision(), lambda t: t.set_float32_matmul_precision("highest")),
     "torch.are_deterministic_algorithms_enabled()": (
-        lambda t: t.are_deterministic_algorithms_enabled(), lambda t: t.use_deterministic_algorithms(True, warn_only=True)),
+        lambda t: t.are_deterministic_algorithms_enabled(), lambda t: _use_deterministic_algorithms(t)),
     "torch.get_default_dtype()": (lambda t: t.get_default_dtype(), lambda t: t.set_default_dtype(t.float32)),
 }
+
+
+def _use_deterministic_algorithms(torch) -> None:
+    """`torch.use_deterministic_algorithms` also sets the compiler's (inductor's) flag, importing the
+    whole compiler to do so: seconds at every forkserver start. Until submission code loads the
+    compiler there is only the global flag to set; once it has, the next pin sets both."""
+    if "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
 
 
 @dataclass(frozen=True)
@@ -216,17 +226,14 @@ def child_main(conn, setup: SandboxSetup) -> None:
 # --- the grader's side ----------------------------------------------------------------------------
 
 
-PRELOAD = ["torch", "transformers", "autograder.sandbox", "autograder.warm"]
+def warm_context(assignment, extra_modules=()):
+    """A forkserver context whose forkserver preloads what the assignment needs; sandboxes fork from it.
 
-
-def warm_context(extra_modules=()):
-    """A forkserver context that preloads the heavy imports once; sandboxes fork from it.
-
-    On a GPU runner only the base modules are preloaded: importing bitsandbytes there initialises CUDA,
-    and a CUDA context does not survive a fork, so no sandbox forked from it could use the GPU."""
+    In a grading worker this is the batch's forkserver, already running (`autograder.warm`); elsewhere
+    (a single grading run, verify, a cluster job) a forkserver of this process's own, started with the
+    first sandbox. `extra_modules` are the roots of the APIs the collected tests forbid."""
     ctx = multiprocessing.get_context("forkserver")
-    extra = [] if nvidia_driver_present() else [m for m in extra_modules if m not in PRELOAD]
-    ctx.set_forkserver_preload(PRELOAD + extra)
+    ctx.set_forkserver_preload(warm.modules_for(assignment, warm.SANDBOX_BASE, extra_modules))
     return ctx
 
 

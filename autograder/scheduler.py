@@ -3,12 +3,11 @@
 Locally (the default) a pool of workers on this machine; on a cluster, Slurm jobs through submitit,
 each grading a chunk of submissions.
 
-The CLI process never imports torch. Grading workers fork from a warm forkserver that has imported
-torch, transformers and pytest once; each worker runs the hidden suite per submission and starts
-its sandboxes from a forkserver of its own (a sandbox must never be forked from a process that has
-held reference values in memory). Each finished submission is committed to the gradebook at once
-(on a cluster, when its chunk's job ends), so an interrupted batch loses nothing and a rerun skips
-what is already graded.
+The CLI process never imports torch. Grading workers and their sandboxes fork from one warm
+forkserver (`autograder.warm`) that imported what the assignment needs once and never holds a
+reference value or a submission; each worker runs the hidden suite per submission. Each finished
+submission is committed to the gradebook at once (on a cluster, when its chunk's job ends), so an
+interrupted batch loses nothing and a rerun skips what is already graded.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ import datetime as dt
 import hashlib
 import logging
 import math
-import multiprocessing
 import os
 import pickle
 import shutil
@@ -33,13 +31,10 @@ from pathlib import Path
 from autograder import __version__
 from autograder.config import Assignment, load_course
 from autograder.devices import nvidia_driver_present
-from autograder.extraction import extract
 from autograder.handins import (SubmissionFormatError, find_notebook, notebook_file, submission_digest,
                                submission_hash)
 from autograder.gradebook import Gradebook, SubmissionResult
-from autograder.isolation import exit_with
-
-WORKER_PRELOAD = ["torch", "transformers", "pytest", "autograder.oracle"]
+from autograder import warm
 
 
 @dataclass(frozen=True)
@@ -69,6 +64,7 @@ def suite_hash(assignment: Assignment) -> str:
 def grade_one(job: Job) -> SubmissionResult:
     """Runs in a worker: read, extract and grade one submission; never raises for the student's sake."""
     from autograder.devices import device_name
+    from autograder.extraction import extract  # nbformat: seconds to import, for the workers only
     from autograder.oracle import run_suite
 
     if job.trace:
@@ -255,10 +251,11 @@ def _died_result(job: Job, during: str) -> SubmissionResult:
                 "Please tell the course staff; rerun with --force after a fix")
 
 
-def _run_pool(todo: list[Job], workers: int, ctx):
+def _run_pool(todo: list[Job], workers: int, forkserver):
     """Yield (job, outcome) per job; a job whose worker died yields (job, None) if it had started."""
+    ctx, address = forkserver
     with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
-                             initializer=exit_with, initargs=(os.getpid(),)) as pool:
+                             initializer=warm.worker_init, initargs=(os.getpid(), address)) as pool:
         pending = {pool.submit(grade_one, job): job for job in todo}
         try:
             while pending:
@@ -288,14 +285,13 @@ def run_jobs(todo: list[Job], jobs: int | None = None, cluster: Cluster | None =
     if cluster is not None:
         yield from _run_on_cluster(todo, cluster)
         return
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(WORKER_PRELOAD)
+    forkserver = warm.start(load_course(Path(todo[0].course_root)).get(todo[0].assignment_id))
     with tempfile.TemporaryDirectory(prefix="autograder-trace-") as traces:
         queue = [dataclasses.replace(job, trace=str(Path(traces) / f"{n}.call")) for n, job in enumerate(todo)]
         suspects: list[Job] = []
         while queue:
             broken = []
-            for job, outcome in _run_pool(queue, jobs or default_jobs(), ctx):
+            for job, outcome in _run_pool(queue, jobs or default_jobs(), forkserver):
                 if outcome is None:
                     broken.append(job)
                 else:
@@ -309,7 +305,7 @@ def run_jobs(todo: list[Job], jobs: int | None = None, cluster: Cluster | None =
             queue = [job for job in broken if not Path(job.trace).exists()]
         for job in suspects:
             Path(job.trace).unlink(missing_ok=True)
-            for _, outcome in _run_pool([job], 1, ctx):
+            for _, outcome in _run_pool([job], 1, forkserver):
                 if outcome is None:
                     call = Path(job.trace).read_text() if Path(job.trace).exists() else ""
                     outcome = _died_result(job, f"while running `{call}`" if call else "while loading this notebook")

@@ -232,3 +232,14 @@ def test_pending_gpu_completes_only_the_waiting_grades_and_keeps_the_cpu_results
     monkeypatch.chdir(tmp_path)
     assert main(["--course-root", str(assignment.root), "grade", assignment.id, str(tmp_path / "batch"),
                  "--pending-gpu"]) == 2  # this machine has no NVIDIA driver
+
+
+def test_a_conftest_above_the_suite_is_never_loaded(tmp_path):
+    """Only the suite's own folder configures its run (a conftest.py in the course root or in /tmp is not the suite's)."""
+    suite = ("import pytest\nimport torch\n\n@pytest.mark.points(1)\ndef test_doubles(submission):\n"
+             "    assert submission.double(torch.ones(2)).tolist() == [2.0, 2.0]\n")
+    root = write_course(tmp_path, CORRECT, {"test_one.py": suite}, points=1)
+    (root / "grader_tests" / "conftest.py").write_text(
+        "import pytest\n\n@pytest.fixture(autouse=True)\ndef planted():\n    raise RuntimeError('a conftest above the suite ran')\n")
+    results = grade(load_course(root).get(ASSIGNMENT), CORRECT, tmp_path)
+    assert results["test_doubles"].status == "passed", results["test_doubles"].message

@@ -98,7 +98,8 @@ STUDENT_CODE = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def course(tmp_path_factory):
-    root = write_course(tmp_path_factory.mktemp("course"), "x = 1", {"test_secret.py": "EXPECTED = 42\n"}, points=1,
+    suite = "from autograder import zoo  # its tests hand zoo models to the sandbox\nEXPECTED = 42\n"
+    root = write_course(tmp_path_factory.mktemp("course"), "x = 1", {"test_secret.py": suite}, points=1,
                         call_timeout_s=3, submission_timeout_s=60, memory_mb=1024)
     submission = write_notebook(root / "submissions" / "team.ipynb", [nbformat.v4.new_code_cell(STUDENT_CODE)])
     return root, submission
@@ -269,20 +270,20 @@ def test_a_notebook_that_cannot_load_fails_every_call_without_new_sandboxes(tmp_
         session.close()
 
 
-def test_a_gpu_runner_preloads_nothing_that_initialises_cuda(monkeypatch):
+def test_a_gpu_runner_preloads_nothing_that_initialises_cuda(course, monkeypatch):
     """bitsandbytes initialises CUDA on import; a forkserver holding a CUDA context forks sandboxes
-    that cannot use the GPU, so only the base modules are preloaded where a GPU exists."""
+    that cannot use the GPU, so where a GPU exists only what does not touch CUDA is preloaded."""
     import multiprocessing.forkserver
 
-    from autograder import sandbox
+    from autograder import sandbox, warm
 
+    assignment = load_course(course[0]).get(ASSIGNMENT)
     preloaded = lambda: multiprocessing.forkserver._forkserver._preload_modules  # noqa: E731
-    monkeypatch.setattr(sandbox, "nvidia_driver_present", lambda: True)
-    sandbox.warm_context(["bitsandbytes"])
-    assert preloaded() == sandbox.PRELOAD
-    monkeypatch.setattr(sandbox, "nvidia_driver_present", lambda: False)
-    sandbox.warm_context(["bitsandbytes"])
-    assert preloaded() == [*sandbox.PRELOAD, "bitsandbytes"]
+    for gpu in (True, False):
+        monkeypatch.setattr(warm, "nvidia_driver_present", lambda: gpu)
+        sandbox.warm_context(assignment, ["transformers", "bitsandbytes"])
+        extra = ["transformers"] if gpu else ["bitsandbytes", "transformers"]
+        assert preloaded() == [*warm.SANDBOX_BASE, *extra, warm.NUMERICS, warm.ZOO]
 
 
 def test_a_function_that_timed_out_twice_in_a_row_is_not_called_again(course):

@@ -1,0 +1,84 @@
+"""The batch's forkserver: it preloads what the assignment uses and nothing from the course folder,
+and sandboxes fork from it, never from the worker that holds reference values."""
+
+from __future__ import annotations
+
+import nbformat
+
+from autograder import warm
+from autograder.config import load_course
+from autograder.gradebook import Gradebook
+from autograder.scheduler import grade_batch
+from conftest import ASSIGNMENT, write_course, write_notebook
+
+SUITE_WITH_ZOO = '''import pytest
+import transformers
+from autograder import zoo
+from my_references import reference  # a module of the suite itself
+
+pytestmark = pytest.mark.forbidden("bitsandbytes::int8_linear", "torch.nn.functional.scaled_dot_product_attention")
+'''
+
+
+def test_a_trivial_assignment_preloads_neither_transformers_nor_the_zoo(make_course):
+    assignment = load_course(make_course()).get(ASSIGNMENT)
+    assert warm.modules_for(assignment, warm.WORKER_BASE) == [*warm.WORKER_BASE, warm.NUMERICS]
+
+
+def test_what_the_suite_imports_and_forbids_is_preloaded_but_not_its_own_modules(make_course, monkeypatch):
+    root = make_course(grader_tests={"test_q.py": SUITE_WITH_ZOO, "my_references.py": "def reference(): pass\n"})
+    assignment = load_course(root).get(ASSIGNMENT)
+    monkeypatch.syspath_prepend(str(assignment.tests_dir))  # pytest puts it there: still never preloaded
+    monkeypatch.setattr(warm, "nvidia_driver_present", lambda: False)
+    assert warm.modules_for(assignment, warm.SANDBOX_BASE) == [
+        *warm.SANDBOX_BASE, "bitsandbytes", "pytest", "transformers", warm.NUMERICS, warm.ZOO]
+    monkeypatch.setattr(warm, "nvidia_driver_present", lambda: True)  # bitsandbytes initialises CUDA
+    assert warm.modules_for(assignment, warm.SANDBOX_BASE) == [
+        *warm.SANDBOX_BASE, "pytest", "transformers", warm.NUMERICS, warm.ZOO]
+
+
+def test_a_module_of_the_course_folder_is_never_preloaded(make_course, cells, monkeypatch):
+    root = make_course([cells.code("import course_helpers\nimport torch")])
+    (root / "course_helpers.py").write_text("SECRET = 42\n")
+    monkeypatch.syspath_prepend(str(root))
+    assert "course_helpers" not in warm.modules_for(load_course(root).get(ASSIGNMENT), warm.WORKER_BASE)
+
+
+SIBLING_SUITE = '''import os
+import pytest
+
+
+@pytest.mark.points(1)
+def test_the_sandbox_is_a_sibling_of_this_worker(submission):
+    assert submission.parent() == os.getppid() != os.getpid()
+'''
+
+
+def test_sandboxes_fork_from_the_batchs_forkserver_not_from_the_worker(tmp_path):
+    """The worker holds reference values; its sandboxes are its siblings, children of the forkserver."""
+    root = write_course(tmp_path, "import os", {"test_parent.py": SIBLING_SUITE}, points=1)
+    code = "import os\n\ndef parent():\n    return os.getppid()\n"
+    notebook = write_notebook(tmp_path / "team.ipynb", [nbformat.v4.new_code_cell(code)])
+    with Gradebook.open(tmp_path / "gradebook.db") as gradebook:
+        graded, _, failures = grade_batch(load_course(root).get(ASSIGNMENT), {"team": notebook}, gradebook,
+                                          jobs=1, isolate=False)  # with walls, getppid() is 0 in the PID namespace
+        assert graded == ["team"] and not failures
+        [result] = gradebook.get(ASSIGNMENT, "team").results
+    assert result.status == "passed", result.message
+
+
+def test_a_batch_of_another_assignment_gets_a_forkserver_preloaded_for_it(make_course, tmp_path):
+    """verify and mutants grade one batch per assignment in one process: each gets its own preload."""
+    import multiprocessing.forkserver
+
+    server = multiprocessing.forkserver._forkserver
+    trivial = load_course(make_course()).get(ASSIGNMENT)
+    (tmp_path / "zoo").mkdir()
+    suite = {"test_q.py": SUITE_WITH_ZOO.replace("from my_references import reference", "")}
+    with_zoo = load_course(write_course(tmp_path / "zoo", "import torch", suite, points=1)).get(ASSIGNMENT)
+    warm.start(trivial)
+    first = server._forkserver_pid
+    warm.start(trivial)
+    assert server._forkserver_pid == first  # the same assignment keeps its forkserver
+    warm.start(with_zoo)
+    assert server._forkserver_pid != first and warm.ZOO in server._preload_modules
