@@ -38,7 +38,7 @@ import nbformat
 
 from autograder.config import Assignment, ConfigError
 from autograder.gradebook import SubmissionResult
-from autograder.scheduler import WORKER_PRELOAD, Job, run_jobs, suite_hash
+from autograder.scheduler import Job, run_jobs, suite_hash
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 SEED = 14  # the sample of mutants and the random inputs depend on nothing else: reruns judge the same
@@ -523,16 +523,15 @@ def _equivalence(course_root: str, assignment_id: str, solution: str, survivors:
 
 def _judge_equivalence(assignment: Assignment, solution: str, survivors: dict[str, str]) -> dict[str, str]:
     """`_equivalence` in a worker process (this one stays free of torch and of the sandboxes' traffic)."""
-    import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor
 
-    from autograder.isolation import exit_with
+    from autograder import warm
 
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(WORKER_PRELOAD)
     try:
-        with ProcessPoolExecutor(1, mp_context=ctx, initializer=exit_with, initargs=(os.getpid(),)) as pool:
+        ctx, address = warm.start(assignment)  # its sandboxes fork from the batch's forkserver, not from it
+        with ProcessPoolExecutor(1, mp_context=ctx, initializer=warm.worker_init,
+                                 initargs=(os.getpid(), address)) as pool:
             return pool.submit(_equivalence, str(assignment.root), assignment.id, solution, survivors).result()
     except Exception as exc:  # noqa: BLE001 - the grading verdicts stand; only equivalence is unknown
         return {mutant: f"equivalence not judged: {type(exc).__name__}: {exc}" for mutant in survivors}
