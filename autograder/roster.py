@@ -163,14 +163,19 @@ def add_manifests(handins: dict[str, Handin], notebook_name: str) -> list[tuple[
 def attribute(found: dict[str, Handin], roster: Roster | None) -> tuple[dict[str, Handin], list[tuple[str, str]]]:
     """Submission id -> hand-in, keyed by team id wherever the team is known, and the problems to report.
 
-    Several hand-ins of one team: the latest (by LMS time, else the first found) counts, the others are
+    Several hand-ins of one team: the latest (by LMS time, else the last by name) counts, the others are
     reported. A hand-in whose team is unknown keeps its own id and is reported: its grade is not
-    given to anyone until a TA fixes the roster or renames it.
+    given to anyone until a TA fixes the roster or renames it. Where the LMS folder's name is a team
+    of the roster, it wins over the team a packed hand-in claims (a student cannot hand in as another team).
     """
     problems: list[tuple[str, str]] = []
     by_team: dict[str, list[tuple[str, Handin]]] = {}
     for sid, h in found.items():
-        team = h.team or (sid if roster and sid in roster.teams else None)
+        named = sid if roster and sid in roster.teams else None
+        if named and h.team and h.team != named:
+            problems.append((sid, f"packed for team {h.team}, but handed in as {named}: graded for {named}"))
+            h.team, h.members = named, ()
+        team = h.team or named
         if roster and h.team and h.team not in roster.teams:
             problems.append((sid, f"names team {h.team}, which the roster does not know: graded as {sid}, "
                                   "given to no student until the roster lists the team"))

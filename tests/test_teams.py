@@ -61,9 +61,8 @@ def test_a_roster_csv_is_read_with_accents(make_course, course_config):
 
 def test_pack_grade_and_one_row_per_student(team_course, tmp_path, capsys):
     root, batch, db = team_course, tmp_path / "lms", tmp_path / "gradebook.db"
-    for team, code in (("team01", CORRECT), ("team02", WRONG)):
-        nb = handin(tmp_path / team / f"{ASSIGNMENT}.ipynb", code, f"answer of {team}")
-        assert cli(root, "pack", nb, "--team", team, "--output", batch / f"{team}.zip") == 0
+    nb = handin(tmp_path / "team01" / f"{ASSIGNMENT}.ipynb", CORRECT, "answer of team01")
+    assert cli(root, "pack", nb, "--team", "team01", "--output", batch / "team01.zip") == 0
     stranger = handin(tmp_path / "x" / f"{ASSIGNMENT}.ipynb", CORRECT, "who?")
     assert cli(root, "pack", stranger, "--team", "team99", "--members", "s999") == 2  # the roster knows no team99
     assert "team team99 is not on the course roster" in capsys.readouterr().err
@@ -74,12 +73,17 @@ def test_pack_grade_and_one_row_per_student(team_course, tmp_path, capsys):
     pack(stranger, "team99", ["s999"], batch / "odd.zip")
     pack(handin(tmp_path / "t3" / f"{ASSIGNMENT}.ipynb", CORRECT, "t3"), "team03", ["s301", "s201"],
          batch / "team03.zip")
+    # In the folder the LMS made for team02, an archive that claims team01: it stays team02's and
+    # cannot replace team01's grade.
+    pack(handin(tmp_path / "t2" / f"{ASSIGNMENT}.ipynb", WRONG, "t2"), "team01", ["s101"],
+         batch / "team02" / "team01.zip")
     capsys.readouterr()
 
     assert cli(root, "grade", ASSIGNMENT, batch, "--gradebook", db) == 0
     out = capsys.readouterr().out
     assert "odd: names team team99, which the roster does not know" in out
     assert "lists student s201 as a member of team03, but the roster has them in team02" in out
+    assert "team02: packed for team team01, but handed in as team02: graded for team02" in out
     ids = sorted(r[0] for r in sqlite3.connect(db).execute("SELECT submission_id FROM submissions"))
     assert ids == ["odd", "team01", "team02", "team03"]  # packed as team01.zip etc.: keyed by the team it names
 
