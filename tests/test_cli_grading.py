@@ -171,7 +171,10 @@ def _start_slow_batch(root, tmp_path, jobs: int, **popen):
     db = tmp_path / "gradebook.db"
     command = [sys.executable, "-m", "autograder.cli", "--course-root", str(root), "grade", ASSIGNMENT, str(batch),
                "--gradebook", str(db), "--jobs", str(jobs)]
-    process = subprocess.Popen(command, start_new_session=True, **popen)
+    # Ctrl-C as in a terminal: a shell that started this test run in the background (CI) leaves SIGINT
+    # ignored, and a process that starts with it ignored keeps ignoring it (as `nohup` relies on).
+    process = subprocess.Popen(command, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **popen)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and _recorded(db) < 1:
         time.sleep(0.2)
