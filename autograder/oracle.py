@@ -15,6 +15,7 @@ Run a suite against one notebook by hand:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import tempfile
@@ -31,6 +32,10 @@ from autograder.config import Assignment, load_course
 from autograder.extraction import Extracted, extract
 from autograder.gradebook import TestResult
 from autograder.sandbox import Sandbox, SandboxDied, SandboxSetup, SandboxTimeout, warm_context
+
+# bitsandbytes logs a warning on every import on CPUs with AVX-512 BF16 (an optional kernel package is
+# missing); each grading process and sandbox that imports it would repeat it into the TA's terminal.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 MARKERS = {
     "points(n)": "points a passing test earns (required)",
