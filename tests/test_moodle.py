@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import sqlite3
 import zipfile
 import zoneinfo
 
@@ -62,6 +63,9 @@ def build_download(tmp_path):
         z.write(handin("ana", CORRECT), f"Ana Lúcia_2001_assignsubmission_file_/Abgabe {ASSIGNMENT}.ipynb")
         z.writestr("Ben O'Dea_2002_assignsubmission_onlinetext_/onlinetext.html", "<p>see Ana's upload</p>")
         z.writestr("../escape.ipynb", "{}")  # a name that would leave the folder: never written
+        link = zipfile.ZipInfo("Eve Mallory_4001_assignsubmission_file_/01_demo.ipynb")
+        link.external_attr = (0o120777 << 16)  # a symbolic link to the solution: never written
+        z.writestr(link, "/course/source/01_demo/01_demo.ipynb")
     sheet = tmp_path / "Grades-LLM-01.csv"
     with sheet.open("w", newline="", encoding="utf-8-sig") as f:
         w = csv.writer(f)
@@ -84,6 +88,9 @@ def test_moodle_download_to_filled_worksheet(make_course, course_config, tmp_pat
     assert "Zoë Brontë_1001: an earlier hand-in of team team01; the latest (2027-04-27T23:45+02:00) is graded" in out
     assert f"{download}/Ben O'Dea_2002_assignsubmission_onlinetext_: not a Moodle file submission" in out
     assert not (tmp_path.parent / "escape.ipynb").exists()
+    graded = {r[0] for r in sqlite3.connect(db).execute("SELECT submission_id FROM submissions")}
+    assert graded == {"team01", "team02"}
+    assert "Eve Mallory" not in out  # her link was never extracted, so there is no entry of hers to list
 
     result = tmp_path / "upload.csv"
     assert cli("export", ASSIGNMENT, "--gradebook", db, "--format", "moodle", "--worksheet", sheet,
