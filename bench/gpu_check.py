@@ -667,6 +667,7 @@ def child_probe(name: str, result_path: Path) -> None:
     isolate, memory_mb, bnb = PROBES[name]
     spec = importlib.util.spec_from_file_location("gpu_check_test_helpers", ROOT / "tests" / "conftest.py")
     helpers = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = helpers  # its dataclasses look their module up there
     spec.loader.exec_module(helpers)
     root = Path(tempfile.mkdtemp(prefix="gpu_check_probe_"))
     helpers.write_course(root, "x = 1", {"test_probe.py": "def test_nothing():\n    pass\n"}, points=1,
