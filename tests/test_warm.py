@@ -82,3 +82,38 @@ def test_a_batch_of_another_assignment_gets_a_forkserver_preloaded_for_it(make_c
     assert server._forkserver_pid == first  # the same assignment keeps its forkserver
     warm.start(with_zoo)
     assert server._forkserver_pid != first and warm.ZOO in server._preload_modules
+
+
+ASK_FORKSERVER = '''
+def ask_forkserver():
+    import multiprocessing.forkserver, socket
+    address = multiprocessing.forkserver._forkserver._forkserver_address
+    if not address:
+        return "no address"
+    client = socket.socket(socket.AF_UNIX)
+    try:
+        client.connect(address)
+    except OSError:
+        return "unreachable"
+    return "connected"
+'''
+UNREACHABLE_SUITE = '''import pytest
+
+
+@pytest.mark.points(1)
+def test_the_forkserver_is_out_of_reach(submission):
+    assert submission.ask_forkserver() in ("unreachable", "no address")
+'''
+
+
+def test_a_sandbox_cannot_ask_the_batchs_forkserver_for_a_process_outside_its_walls(tmp_path):
+    """The forkserver has no walls: a sandbox that reached its socket could have it fork an unconfined
+    process. It knows the address (inherited), but the socket lives in the grader's /tmp, not in the
+    sandbox's private one, and abstract sockets stay in the grader's network namespace."""
+    root = write_course(tmp_path, ASK_FORKSERVER, {"test_reach.py": UNREACHABLE_SUITE}, points=1)
+    notebook = write_notebook(tmp_path / "team.ipynb", [nbformat.v4.new_code_cell(ASK_FORKSERVER)])
+    with Gradebook.open(tmp_path / "gradebook.db") as gradebook:
+        graded, _, failures = grade_batch(load_course(root).get(ASSIGNMENT), {"team": notebook}, gradebook, jobs=1)
+        assert graded == ["team"] and not failures
+        [result] = gradebook.get(ASSIGNMENT, "team").results
+    assert result.status == "passed", result.message
