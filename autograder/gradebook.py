@@ -329,7 +329,7 @@ class Gradebook:
         return found[0] if found else None
 
     def _load(self, where: str, params: tuple) -> list[SubmissionResult]:
-        # One read transaction: both queries see the same snapshot while workers keep writing.
+        # One read transaction: the queries see the same snapshot while workers keep writing.
         params = _storable(params)
         with _transaction(self._conn, "DEFERRED"):
             subs = self._conn.execute(
@@ -338,14 +338,16 @@ class Gradebook:
             results = self._conn.execute(
                 f"SELECT * FROM results WHERE {where} ORDER BY submission_id, position", params
             ).fetchall()
+            # The hand-in time the LMS gave, recorded apart from the grade.
+            times = dict(self._conn.execute(
+                f"SELECT submission_id, submitted_at FROM handins WHERE {where} AND submitted_at IS NOT NULL", params))
         by_submission = defaultdict(list)
         for r in results:
             by_submission[r["submission_id"]].append(TestResult(**{name: r[name] for name in _RESULT_FIELDS}))
         loaded = [_submission_from_row(s, by_submission[s["submission_id"]]) for s in subs]
-        if loaded:  # the hand-in time the LMS gave, recorded apart from the grade
-            times = {sid: h.submitted_at for sid, h in self.handins(loaded[0].assignment).items()}
-            for sub in loaded:
-                sub.submitted_at = times.get(sub.submission_id) or sub.submitted_at
+        for sub in loaded:
+            if sub.submission_id in times:
+                sub.submitted_at = dt.datetime.fromisoformat(times[sub.submission_id])
         return loaded
 
 
