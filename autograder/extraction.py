@@ -71,7 +71,7 @@ class _Skipped(Exception):
     """A cell that cannot run at grading time; the message says why and what to change."""
 
 
-def _read_cells(notebook: Path) -> list:
+def read_cells(notebook: Path) -> list:
     """The notebook's list of cells, as plain JSON values; any other shape is a `SubmissionFormatError`
     that says what a notebook must look like."""
     name = shown(notebook.name)
@@ -235,7 +235,7 @@ def extract(notebook: Path, mode: str = "definitions") -> Extracted:
     with format_errors(notebook.name):
         cells, warnings, parsed = [], [], []
         budget = _CodeBudget()
-        for number, cell in enumerate(_read_cells(notebook), start=1):
+        for number, cell in enumerate(read_cells(notebook), start=1):
             try:
                 source = _code_of(cell)
                 if source is None:

@@ -288,7 +288,7 @@ def notebook_bytes(found: Path, preferred_name: str | None = None) -> tuple[str,
         return found.name, read_notebook(found)
     name = _name(found)
     with format_errors(name), _zip(found) as archive:
-        members = [i for i in archive.infolist() if _readable_member(i) and i.filename.endswith(".ipynb")]
+        members = [i for i in archive.infolist() if readable_member(i) and i.filename.endswith(".ipynb")]
         member = _one_of(members, preferred_name, name, lambda i: shown(i.filename),
                          base=lambda i: Path(i.filename).name)
         return Path(member.filename).name, _member_bytes(archive, member, name, None)
@@ -301,7 +301,7 @@ def read_manifest(found: Path) -> dict | None:
         return None
     name = _name(found)
     with format_errors(name), _zip(found) as archive:
-        info = next((i for i in archive.infolist() if i.filename == MANIFEST and _readable_member(i)), None)
+        info = next((i for i in archive.infolist() if i.filename == MANIFEST and readable_member(i)), None)
         if info is None:
             return None
         try:
@@ -331,7 +331,7 @@ def _zip(found: Path):
                                     "(.ipynb) itself, or pack it with `autograder pack`") from None
 
 
-def _readable_member(info: zipfile.ZipInfo) -> bool:
+def readable_member(info: zipfile.ZipInfo) -> bool:
     """A regular file inside an archive: folders, links (kept as such by zip tools), hidden entries and
     macOS metadata are not hand-in files."""
     parts = info.filename.split("/")

@@ -14,14 +14,13 @@ import csv
 import datetime as dt
 import getpass
 import io
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.config import Assignment
 from autograder.gradebook import Gradebook, ManualScore, SubmissionResult, TestResult
-from autograder.handins import SubmissionFormatError, find_notebook, notebook_bytes
+from autograder.handins import SubmissionFormatError, find_notebook, notebook_file
 
 MANUAL_PREFIX = "manual::"
 SHEET_COLUMNS = ["submission", "grade_id", "points_possible", "points", "comment", "grader"]
@@ -75,20 +74,23 @@ def _check(cell: ManualCell, score: ManualScore | None) -> TestResult:
         return TestResult(test_id, cell.grade_id, "needs-grading", 0.0, cell.points,
                           "not graded yet: a course staff member reads this answer", 0.0)
     comment = f"graded by hand: {score.points:g} of {cell.points:g}" + (f"; {score.comment}" if score.comment else "")
-    return TestResult(test_id, cell.grade_id, "graded-by-hand", min(score.points, cell.points), cell.points, comment, 0.0)
+    return TestResult(test_id, cell.grade_id, "graded-by-hand", min(score.points, cell.points), cell.points, comment,
+                      0.0)
 
 
 def answers(sub: SubmissionResult, assignment: Assignment) -> dict[str, str]:
     """grade id -> the text of the submission's answer cell; a notebook that cannot be read again (moved,
     deleted) gives a message in place of each answer."""
+    from autograder.extraction import read_cells  # nbformat: seconds to import, for this export only
+
+    name = f"{assignment.id}.ipynb"
     try:
-        found = find_notebook(Path(sub.path), f"{assignment.id}.ipynb")
-        _, data = notebook_bytes(found, f"{assignment.id}.ipynb")
-        cells = json.loads(data.decode("utf-8-sig")).get("cells", [])
-    except (SubmissionFormatError, ValueError, AttributeError) as exc:
+        with notebook_file(find_notebook(Path(sub.path), name), name) as notebook:
+            cells = read_cells(notebook)  # as grading read it: encodings, old formats, one message if broken
+    except SubmissionFormatError as exc:
         return {"": f"(the hand-in at {sub.path} cannot be read any more: {exc})"}
     found_answers = {}
-    for cell in cells if isinstance(cells, list) else []:
+    for cell in cells:
         meta = cell.get("metadata", {}).get("nbgrader", {}) if isinstance(cell, dict) else {}
         if isinstance(meta, dict) and meta.get("grade_id"):
             source = cell.get("source", "")
@@ -161,7 +163,7 @@ def import_sheet(gradebook: Gradebook, assignment: Assignment, sheet: Path, grad
         elif (sid, grade_id) in seen:
             problems.append(f"{where}: a second row for the same cell")
         else:
-            value = _points(points)
+            value = spreadsheet_number(points)
             possible = cells[grade_id].points
             if value is None:
                 problems.append(f"{where}: {points!r} is not a number of points")
@@ -178,9 +180,10 @@ def import_sheet(gradebook: Gradebook, assignment: Assignment, sheet: Path, grad
     return len(scores)
 
 
-def _points(text: str) -> float | None:
+def spreadsheet_number(text: str) -> float | None:
+    """A number as a spreadsheet writes it (1.5, or 1,5 in German), or None for anything else."""
     try:
-        value = float(text.strip().replace(",", "."))  # a German spreadsheet writes 1,5
+        value = float(text.strip().replace(",", "."))
     except ValueError:
         return None
     return value if math.isfinite(value) else None

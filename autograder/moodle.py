@@ -18,13 +18,13 @@ import datetime as dt
 import io
 import re
 import shutil
-import stat
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from autograder.handins import MAX_ENTRIES, MAX_NOTEBOOK_BYTES, SubmissionFormatError, shown
+from autograder.handins import MAX_ENTRIES, MAX_NOTEBOOK_BYTES, SubmissionFormatError, readable_member, shown
+from autograder.manual import spreadsheet_number, with_manual_scores
 from autograder.roster import Handin, Roster
 
 _FOLDER = re.compile(r"^(?P<name>.+)_(?P<pid>\d+)_assignsubmission_(?P<plugin>[a-z]+)_(?P<file>.*)$")
@@ -103,10 +103,8 @@ def _extract(archive: zipfile.ZipFile, target: Path, name: str) -> None:
     total = 0
     for info in infos:
         parts = [p for p in info.filename.split("/") if p]
-        kind = stat.S_IFMT(info.external_attr >> 16)
-        if info.is_dir() or kind not in (0, stat.S_IFREG) or not parts or any(p in (".", "..") for p in parts) \
-                or info.filename.startswith("/"):
-            continue  # links, devices and names that would leave the folder are never written
+        if not readable_member(info) or not parts or ".." in parts or info.filename.startswith("/"):
+            continue  # links, devices, hidden files and names that would leave the folder are never written
         total += info.file_size
         if info.file_size > MAX_NOTEBOOK_BYTES or total > MAX_DOWNLOAD_BYTES:
             continue  # left out; a hand-in without its file says so when graded
@@ -127,24 +125,25 @@ def moodle_handins(folder: Path, worksheet: Worksheet | None, roster: Roster | N
     for entry in sorted(folder.iterdir()):
         match = _FOLDER.match(entry.name)
         if not match or match["plugin"] != "file":
-            skipped.append((shown(f"{label}/{entry.name}"), "not a Moodle file submission (<Full Name>_<id>_assignsubmission_file_)"))
+            skipped.append((shown(f"{label}/{entry.name}"),
+                            "not a Moodle file submission (<Full Name>_<id>_assignsubmission_file_)"))
             continue
         grouped.setdefault(match["pid"], []).append(entry)
         names[match["pid"]] = match["name"]
     found: dict[str, Handin] = {}
     for pid, entries in grouped.items():
         if len(entries) > 1:  # "download in folders" was off and they uploaded several files
-            skipped += [(shown(f"{label}/{e.name}"), f"participant {pid} uploaded {len(entries)} files; download the submissions "
-                                   "with \"Download submissions in folders\" to grade them") for e in entries]
+            skipped += [(shown(f"{label}/{e.name}"),
+                         f"participant {pid} uploaded {len(entries)} files; download the submissions with "
+                         "\"Download submissions in folders\" to grade them") for e in entries]
             continue
         path = entries[0]
         row = rows.get(pid)
         if worksheet and row is None:
             skipped.append((shown(f"{label}/{path.name}"), f"participant {pid} is not in the grading worksheet"))
             continue
-        member = roster.find(name=row["Full name"] if row else names[pid],
-                             email=(row or {}).get("Email address", "")) if roster else None
-        team = roster.team_of(member.id) if member else None
+        member, team = roster.team_of_person(name=row["Full name"] if row else names[pid],
+                                             email=(row or {}).get("Email address", "")) if roster else (None, None)
         handin = Handin(path, team=team.id if team else None,
                         members=(member.id,) if member else (f"Participant {pid}",),
                         submitted_at=submission_time(row["Last modified (submission)"], timezone) if row else None)
@@ -163,7 +162,7 @@ def fill_worksheet(worksheet: Worksheet, grades: dict[str, tuple[float, float, s
         graded = grades.get(participant_id(row["Identifier"]))
         if graded is not None and row.get("Grade can be changed", "Yes") != "No":
             grade, possible, comment = graded
-            maximum = _number(row.get("Maximum Grade", "")) or possible
+            maximum = spreadsheet_number(row.get("Maximum Grade", "")) or possible
             row["Grade"] = f"{grade / possible * maximum:.2f}" if possible else "0.00"
             row["Feedback comments"] = comment
             filled += 1
@@ -174,13 +173,6 @@ def fill_worksheet(worksheet: Worksheet, grades: dict[str, tuple[float, float, s
         writer.writeheader()
         writer.writerows(rows)
     return filled
-
-
-def _number(text: str) -> float | None:
-    try:
-        return float(text.replace(",", "."))
-    except ValueError:
-        return None
 
 
 def is_download(path: Path) -> bool:
@@ -202,7 +194,6 @@ def export_moodle(gradebook, assignment, roster: Roster | None, worksheet_path: 
     """Fill the grading worksheet: each participant gets their team's final grade (late penalty
     included) and a short comment. Returns (rows filled, rows of participants without a hand-in)."""
     from autograder.exports import _status, file_names, grade_of
-    from autograder.manual import with_manual_scores
 
     worksheet = read_worksheet(worksheet_path)
     subs = {s.submission_id: s for s in with_manual_scores(gradebook, assignment)}
@@ -214,8 +205,7 @@ def export_moodle(gradebook, assignment, roster: Roster | None, worksheet_path: 
         pid = participant_id(row["Identifier"])
         sid = by_participant.get(f"Participant {pid}")
         if roster:
-            member = roster.find(name=row["Full name"], email=row.get("Email address", ""))
-            team = roster.team_of(member.id) if member else None
+            _, team = roster.team_of_person(name=row["Full name"], email=row.get("Email address", ""))
             sid = team.id if team else sid
         sub = subs.get(sid) if sid else None
         if sub is None:
