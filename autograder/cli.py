@@ -7,7 +7,6 @@ a notebook is broken. Errors the user can fix are one message on stderr, never a
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import re
 import sys
@@ -18,7 +17,9 @@ from autograder.config import ConfigError, Course, load_course
 from autograder.exports import ExportError
 from autograder.gradebook import DEFAULT_PATH, Gradebook, GradebookError, safe_text
 from autograder.handins import SubmissionFormatError
+from autograder.manual import ManualError
 from autograder.moodle import MoodleError
+from autograder.packing import PackError
 
 
 def cmd_release(course: Course, args: argparse.Namespace) -> int:
@@ -130,31 +131,33 @@ def cmd_grade(course: Course, args: argparse.Namespace) -> int:
     cluster = None if args.executor == "pool" else Cluster(
         "local" if args.executor == "submitit-local" else "slurm", args.cluster_folder, args.slurm_partition,
         args.chunk_size)
-    handins, not_handins, handin_problems = _handins_to_grade(course, assignment, args)
-    submissions = {sid: h.path for sid, h in handins.items()}
-    console = Console(stderr=True)
-    with Gradebook.open(args.gradebook) as gradebook:
-        with _BatchProgress(assignment.id, console, live=sys.stdout.isatty()) as progress:
-            try:
-                if args.pending_gpu:
-                    graded, skipped, failures = complete_gpu_tests(
-                        assignment, submissions, gradebook, jobs=args.jobs, isolate=not args.no_isolation,
-                        on_start=progress.start, on_done=progress.done)
-                    console.print(f"GPU tests run for {len(graded)} submissions; {len(skipped)} had none pending "
-                                  "(or changed since their CPU grade: grade those without --pending-gpu)")
-                    skipped = []
-                else:
-                    graded, skipped, failures = grade_batch(
-                        assignment, submissions, gradebook, jobs=args.jobs, force=args.force,
-                        isolate=not args.no_isolation, on_start=progress.start, on_done=progress.done,
-                        cluster=cluster)
-            except KeyboardInterrupt:
-                progress.stop()
-                console.print(f"interrupted: {progress.recorded} submissions were graded and recorded in "
-                              f"{args.gradebook}; run the same command again to grade the rest", soft_wrap=True)
-                return 130
-        _record_handins(gradebook, course, assignment, handins)
-        results = {r.submission_id: r for r in gradebook.submissions(assignment.id) if r.submission_id in submissions}
+    with contextlib.ExitStack() as unpacked:  # a Moodle download unpacked for grading, removed at the end
+        handins, not_handins, handin_problems = _handins_to_grade(course, assignment, args, unpacked)
+        submissions = {sid: h.path for sid, h in handins.items()}
+        console = Console(stderr=True)
+        with Gradebook.open(args.gradebook) as gradebook:
+            _record_handins(gradebook, course, assignment, handins)  # kept should the batch be cut short
+            with _BatchProgress(assignment.id, console, live=sys.stdout.isatty()) as progress:
+                try:
+                    if args.pending_gpu:
+                        graded, skipped, failures = complete_gpu_tests(
+                            assignment, submissions, gradebook, jobs=args.jobs, isolate=not args.no_isolation,
+                            on_start=progress.start, on_done=progress.done)
+                        console.print(f"GPU tests run for {len(graded)} submissions; {len(skipped)} had none pending "
+                                      "(or changed since their CPU grade: grade those without --pending-gpu)")
+                        skipped = []
+                    else:
+                        graded, skipped, failures = grade_batch(
+                            assignment, submissions, gradebook, jobs=args.jobs, force=args.force,
+                            isolate=not args.no_isolation, on_start=progress.start, on_done=progress.done,
+                            cluster=cluster)
+                except KeyboardInterrupt:
+                    progress.stop()
+                    console.print(f"interrupted: {progress.recorded} submissions were graded and recorded in "
+                                  f"{args.gradebook}; run the same command again to grade the rest", soft_wrap=True)
+                    return 130
+            results = {r.submission_id: r for r in gradebook.submissions(assignment.id)
+                       if r.submission_id in submissions}
     _print_scores(assignment, results, set(skipped), not_handins, handin_problems)
     for sid, failure in failures.items():
         console.print(_plain(f"grader failure on {sid} (not recorded, rerun to retry): {failure}", style="red"))
@@ -228,7 +231,7 @@ def _plain(text: str, style: str = ""):
     return Text(_CONTROL.sub(lambda c: f"\\x{ord(c.group()):02x}", safe_text(text)), style=style)
 
 
-def _handins_to_grade(course: Course, assignment, args: argparse.Namespace):
+def _handins_to_grade(course: Course, assignment, args: argparse.Namespace, unpacked: contextlib.ExitStack):
     """Submission id -> `Handin` (keyed by team where known), the entries that are no hand-ins, and the
     hand-ins whose team is unknown, doubtful or superseded."""
     from autograder.handins import discover
@@ -238,20 +241,19 @@ def _handins_to_grade(course: Course, assignment, args: argparse.Namespace):
     notebook = f"{assignment.id}.ipynb"
     downloads = [p for p in args.paths if is_download(p)]
     if downloads:
-        return _moodle_handins(course, args, downloads, notebook)
+        return _moodle_handins(course, args, downloads, notebook, unpacked)
     if args.moodle_worksheet:
-        raise SubmissionFormatError(f"--moodle-worksheet is for a Moodle download, and {', '.join(map(str, args.paths))}"
-                                    " holds no <Full Name>_<id>_assignsubmission_file_ entries")
+        raise SubmissionFormatError(f"--moodle-worksheet is for a Moodle download, and "
+                                    f"{', '.join(map(str, args.paths))} holds no "
+                                    "<Full Name>_<id>_assignsubmission_file_ entries")
     found, not_handins = discover(args.paths)
-    handins, problems = attribute(read_handins(found, notebook), course.roster)
-    return handins, not_handins, problems
+    read, disagreements = read_handins(found, notebook, course.roster)
+    handins, problems = attribute(read, course.roster)
+    return handins, not_handins, disagreements + problems
 
 
-_EXTRACTED = contextlib.ExitStack()  # Moodle downloads unpacked for grading, removed when the command ends
-atexit.register(_EXTRACTED.close)
-
-
-def _moodle_handins(course: Course, args: argparse.Namespace, downloads: list[Path], notebook: str):
+def _moodle_handins(course: Course, args: argparse.Namespace, downloads: list[Path], notebook: str,
+                    unpacked: contextlib.ExitStack):
     import zoneinfo
 
     from autograder.moodle import moodle_handins, opened_download, read_worksheet
@@ -260,7 +262,7 @@ def _moodle_handins(course: Course, args: argparse.Namespace, downloads: list[Pa
     if len(args.paths) > 1:
         raise SubmissionFormatError(f"{downloads[0]} is a Moodle download: grade it on its own")
     worksheet = read_worksheet(args.moodle_worksheet) if args.moodle_worksheet else None
-    folder = _EXTRACTED.enter_context(opened_download(downloads[0]))
+    folder = unpacked.enter_context(opened_download(downloads[0]))
     found, not_handins = moodle_handins(folder, worksheet, course.roster, zoneinfo.ZoneInfo(course.timezone),
                                         str(downloads[0]))
     problems = add_manifests(found, notebook)
@@ -328,9 +330,7 @@ def cmd_export(course: Course, args: argparse.Namespace) -> int:
     from autograder.manual import write_sheets
 
     assignment = course.get(args.assignment)
-    if not args.gradebook.is_file():
-        raise GradebookError(f"{args.gradebook}: no gradebook here; grade first, or pass --gradebook PATH")
-    with Gradebook.open(args.gradebook) as gradebook:
+    with _existing_gradebook(args.gradebook) as gradebook:
         writers = {"html": write_feedback_pages, "gradescope": write_gradescope_results, "summary": write_summary,
                    "manual": write_sheets}
         if args.format == "moodle":
@@ -354,6 +354,13 @@ def cmd_export(course: Course, args: argparse.Namespace) -> int:
     return 0
 
 
+def _existing_gradebook(path: Path) -> Gradebook:
+    """Exports and imports read a gradebook that grading wrote; they never create an empty one."""
+    if not path.is_file():
+        raise GradebookError(f"{path}: no gradebook here; grade first, or pass --gradebook PATH")
+    return Gradebook.open(path)
+
+
 def _export_moodle(course: Course, assignment, gradebook: Gradebook, args: argparse.Namespace) -> int:
     from autograder.moodle import export_moodle
 
@@ -369,32 +376,22 @@ def _export_moodle(course: Course, assignment, gradebook: Gradebook, args: argpa
 
 def cmd_import_manual(course: Course, args: argparse.Namespace) -> int:
     """Record hand-given points from a filled-in sheet; all rows or none."""
-    from autograder.manual import ManualError, import_sheet
+    from autograder.manual import import_sheet
 
     assignment = course.get(args.assignment)
-    if not args.gradebook.is_file():
-        raise GradebookError(f"{args.gradebook}: no gradebook here; grade first, or pass --gradebook PATH")
-    with Gradebook.open(args.gradebook) as gradebook:
-        try:
-            recorded = import_sheet(gradebook, assignment, args.sheet, args.grader)
-        except ManualError as exc:
-            print(f"autograder: error: {exc}", file=sys.stderr)
-            return 2
+    with _existing_gradebook(args.gradebook) as gradebook:
+        recorded = import_sheet(gradebook, assignment, args.sheet, args.grader)
     print(f"recorded {recorded} hand-given scores for {assignment.id} in {args.gradebook}")
     return 0
 
 
 def cmd_pack(course: Course | None, args: argparse.Namespace) -> int:
     """Write a team's hand-in archive; works without the course config (students have the release only)."""
-    from autograder.packing import PackError, members_for, pack
+    from autograder.packing import members_for, pack
 
     members = [m.strip() for m in args.members.split(",") if m.strip()]
-    try:
-        members = members_for(args.team, members, course.roster if course else None)
-        archive = pack(args.notebook, args.team, members, args.output, _validation(args.notebook, args.no_checks))
-    except PackError as exc:
-        print(f"autograder: error: {exc}", file=sys.stderr)
-        return 2
+    members = members_for(args.team, members, course.roster if course else None)
+    archive = pack(args.notebook, args.team, members, args.output, _validation(args.notebook, args.no_checks))
     print(f"wrote {archive}: hand it in as it is")
     return 0
 
@@ -410,7 +407,8 @@ def _validation(notebook: Path, no_checks: bool) -> dict:
         return {"error": str(exc)}
     print(report.format() + "\n")
     return {"problems": report.problems, "notes": report.notes,
-            "checks": None if report.checks is None else [{"check": name, "passed": ok} for name, ok, _ in report.checks]}
+            "checks": None if report.checks is None
+            else [{"check": name, "passed": ok} for name, ok, _ in report.checks]}
 
 
 def cmd_validate(course: Course | None, args: argparse.Namespace) -> int:
@@ -577,7 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.run(_course(args), args)
-    except (ConfigError, GradebookError, SubmissionFormatError, ExportError, MoodleError) as exc:
+    except (ConfigError, GradebookError, SubmissionFormatError, ExportError, MoodleError, ManualError,
+            PackError) as exc:
         print(f"autograder: error: {exc}", file=sys.stderr)
         return 2
 

@@ -58,6 +58,11 @@ class Roster:
         found = [m for m in people if name and _same(m.name, name)]
         return found[0] if len(found) == 1 else None
 
+    def team_of_person(self, *, name: str = "", email: str = "") -> tuple[Member | None, Team | None]:
+        """The member an LMS lists by name and e-mail (`find`), and their team."""
+        member = self.find(name=name, email=email)
+        return member, self.team_of(member.id) if member else None
+
 
 def _same(a: str, b: str) -> bool:
     def norm(s: str) -> str:
@@ -131,17 +136,19 @@ class Handin:
     notes: list[str] = field(default_factory=list)
 
 
-def read_handins(found: dict[str, Path], notebook_name: str) -> dict[str, Handin]:
-    """A `Handin` per discovered path, with the team and members a packed hand-in names."""
-    handins = {sid: Handin(path) for sid, path in found.items()}
-    add_manifests(handins, notebook_name)
-    return handins
+def read_handins(found: dict[str, Path], notebook_name: str, roster: Roster | None
+                 ) -> tuple[dict[str, Handin], list[tuple[str, str]]]:
+    """A `Handin` per discovered path: the team its LMS folder is named for (where the roster knows
+    it), else the team a packed hand-in names; and the hand-ins whose two disagree."""
+    handins = {sid: Handin(path, team=sid if roster and sid in roster.teams else None) for sid, path in found.items()}
+    return handins, add_manifests(handins, notebook_name)
 
 
 def add_manifests(handins: dict[str, Handin], notebook_name: str) -> list[tuple[str, str]]:
-    """Take team and members from packed hand-ins where nothing better is known; a packed team that
-    differs from the one the LMS upload says is reported (the upload's counts). A hand-in that cannot
-    be read is left alone: grading records why."""
+    """Take team and members from packed hand-ins where the LMS says nothing; a packed team that
+    differs from the one the LMS says (its folder, or who uploaded it) is reported and the LMS's counts,
+    so a student cannot hand in as another team. A hand-in that cannot be read is left alone: grading
+    records why."""
     problems = []
     for sid, handin in handins.items():
         try:
@@ -151,8 +158,7 @@ def add_manifests(handins: dict[str, Handin], notebook_name: str) -> list[tuple[
         team, members = manifest.get("team"), manifest.get("members")
         team = safe_text(team.strip()) if isinstance(team, str) and team.strip() else None
         if team and handin.team and team != handin.team:
-            problems.append((sid, f"packed for team {team}, but uploaded by a member of {handin.team}: "
-                                  f"graded for {handin.team}"))
+            problems.append((sid, f"packed for team {team}, but handed in as {handin.team}: graded for {handin.team}"))
         elif team:
             handin.team = team
             if isinstance(members, list):
@@ -165,17 +171,12 @@ def attribute(found: dict[str, Handin], roster: Roster | None) -> tuple[dict[str
 
     Several hand-ins of one team: the latest (by LMS time, else the last by name) counts, the others are
     reported. A hand-in whose team is unknown keeps its own id and is reported: its grade is not
-    given to anyone until a TA fixes the roster or renames it. Where the LMS folder's name is a team
-    of the roster, it wins over the team a packed hand-in claims (a student cannot hand in as another team).
+    given to anyone until a TA fixes the roster or renames it.
     """
     problems: list[tuple[str, str]] = []
     by_team: dict[str, list[tuple[str, Handin]]] = {}
     for sid, h in found.items():
-        named = sid if roster and sid in roster.teams else None
-        if named and h.team and h.team != named:
-            problems.append((sid, f"packed for team {h.team}, but handed in as {named}: graded for {named}"))
-            h.team, h.members = named, ()
-        team = h.team or named
+        team = h.team
         if roster and h.team and h.team not in roster.teams:
             problems.append((sid, f"names team {h.team}, which the roster does not know: graded as {sid}, "
                                   "given to no student until the roster lists the team"))
