@@ -291,7 +291,8 @@ def write_summary(gradebook: Gradebook, assignment: Assignment, out_dir: str | P
     }
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.hist(totals, bins=min(20, max(1, int(total_possible(assignment))) + 1), range=(0, total_possible(assignment)), color="#3b6ea5")
+    out_of = total_possible(assignment)
+    ax.hist(totals, bins=min(20, max(1, int(out_of)) + 1), range=(0, out_of), color="#3b6ea5")
     ax.set(xlabel="total points", ylabel="submissions", title=f"{assignment.id}: total points")
     fig.tight_layout()
     fig.savefig(out_dir / "scores.png", dpi=100)
@@ -307,6 +308,6 @@ def write_summary(gradebook: Gradebook, assignment: Assignment, out_dir: str | P
     plt.close(fig)
 
     page = out_dir / "summary.html"
-    page.write_text(_template("summary.html").render(assignment=assignment, stats=stats, tests=tests,
-                                                               possible=total_possible(assignment)), encoding="utf-8")
+    page.write_text(_template("summary.html").render(assignment=assignment, stats=stats, tests=tests, possible=out_of),
+                    encoding="utf-8")
     return [page, out_dir / "scores.png", out_dir / "questions.png"]

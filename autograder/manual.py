@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import getpass
 import io
 import math
@@ -39,11 +40,17 @@ class ManualCell:
 
 
 def manual_cells(assignment: Assignment) -> list[ManualCell]:
-    """The hand-graded cells of the assignment's source notebook, in notebook order."""
+    """The hand-graded cells of the assignment's source notebook, in notebook order (read once per
+    version of the notebook: every export row and total asks)."""
+    return list(_cells_of(tuple((path, path.stat().st_mtime_ns) for path in assignment.source_notebooks())))
+
+
+@functools.lru_cache(maxsize=16)
+def _cells_of(versions: tuple[tuple[Path, int], ...]) -> tuple[ManualCell, ...]:
     import nbformat  # seconds to import: only the exports that show reflections pay for it
 
     cells = []
-    for path in assignment.source_notebooks():
+    for path, _ in versions:
         nb = nbformat.read(path, as_version=4)
         previous = ""
         for cell in nb.cells:
@@ -51,7 +58,7 @@ def manual_cells(assignment: Assignment) -> list[ManualCell]:
             if cell.cell_type == "markdown" and meta.get("grade") and meta.get("solution"):
                 cells.append(ManualCell(meta["grade_id"], float(meta.get("points", 0)), previous, cell.source))
             previous = cell.source if cell.cell_type == "markdown" else ""
-    return cells
+    return tuple(cells)
 
 
 def with_manual_scores(gradebook: Gradebook, assignment: Assignment) -> list[SubmissionResult]:
