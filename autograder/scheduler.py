@@ -331,7 +331,7 @@ def complete_gpu_tests(assignment: Assignment, submissions: dict[str, Path], gra
     them, and complete those grades in place; the CPU results stay. A submission changed since, or
     graded by another suite, needs a full grade and is left out. Returns (completed, left out, failures)."""
     suite = suite_hash(assignment)
-    todo, left_out = [], []
+    todo, left_out, cpu_grades = [], [], {}
     for sid, path in submissions.items():
         stored = gradebook.get(assignment.id, sid)
         waiting = stored is not None and any(r.status == "needs-gpu" for r in stored.results)
@@ -339,17 +339,19 @@ def complete_gpu_tests(assignment: Assignment, submissions: dict[str, Path], gra
                 path, f"{assignment.id}.ipynb"):
             todo.append(Job(str(assignment.root), assignment.id, sid, str(path.resolve()), suite, isolate,
                             only_gpu=True))
+            cpu_grades[sid] = stored
         else:
             left_out.append(sid)
     if on_start:
         on_start(len(todo))
     completed, failures = [], {}
     for job, outcome in run_jobs(todo, jobs):
-        if isinstance(outcome, BaseException) or outcome.status == "error":
-            failures[job.submission_id] = (f"{type(outcome).__name__}: {outcome}" if isinstance(outcome, BaseException)
-                                           else outcome.message)
+        if isinstance(outcome, BaseException):
+            failures[job.submission_id] = f"{type(outcome).__name__}: {outcome}"
+        elif outcome.status == "error":
+            failures[job.submission_id] = outcome.message
         else:
-            gradebook.record(with_gpu_results(gradebook.get(assignment.id, job.submission_id), outcome))
+            gradebook.record(with_gpu_results(cpu_grades[job.submission_id], outcome))
             completed.append(job.submission_id)
         if on_done:
             on_done(job, outcome)
