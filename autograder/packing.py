@@ -24,8 +24,15 @@ class PackError(Exception):
     """The hand-in cannot be packed as asked; the message says what to change."""
 
 
+def _check_team_id(team: str) -> None:
+    if not team.strip() or any(c in team for c in "/\\\0"):
+        raise PackError(f"{team!r} is not a team id")
+
+
 def members_for(team: str, members: list[str], roster: Roster | None) -> list[str]:
-    """The member ids to record: as given, checked against the roster where the course has one."""
+    """The member ids to record: as given, checked against the roster where the course has one. Checked
+    before anything is validated or written, so a wrong team is said at once."""
+    _check_team_id(team)
     if roster is None:
         if not members:
             raise PackError("name your team's student ids with --members ID,ID,ID "
@@ -43,8 +50,7 @@ def members_for(team: str, members: list[str], roster: Roster | None) -> list[st
 def pack(notebook: Path, team: str, members: list[str], output: Path | None = None,
          validation: dict | None = None) -> Path:
     """Write `<team>_<notebook stem>.zip` next to the notebook (or at `output`) and return its path."""
-    if not team.strip() or any(c in team for c in "/\\\0"):
-        raise PackError(f"{team!r} is not a team id")
+    _check_team_id(team)  # it names the archive
     try:
         data = read_notebook(notebook)
     except SubmissionFormatError as exc:

@@ -214,3 +214,12 @@ def test_pack_runs_validate_first_and_keeps_its_findings(tmp_path, capsys):
     assert "problem(s) that cost points whatever your results" in out
     validation = read_manifest(tmp_path / "team07_01_intro.zip")["validation"]
     assert validation["checks"] is None and any("greedy_generate" in p for p in validation["problems"])
+
+
+def test_pack_refuses_a_team_id_that_would_name_another_folder_before_validating(tmp_path, capsys):
+    notebook = handin(tmp_path / f"{ASSIGNMENT}.ipynb", CORRECT, "answer")
+    assert main(["pack", str(notebook), "--team", "../team01", "--members", "s1"]) == 2
+    out, err = capsys.readouterr()
+    assert err == "autograder: error: '../team01' is not a team id\n"
+    assert out == ""  # said at once: validate did not run
+    assert not list(tmp_path.parent.glob("*.zip")) and not list(tmp_path.glob("*.zip"))
