@@ -13,8 +13,6 @@ rebuilt in the sandbox, bit-identical to the grader's copy.
 from __future__ import annotations
 
 import collections
-import copy
-import functools
 import io
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -112,23 +110,6 @@ def encode_arguments(obj) -> bytes:
     return _dumps(walk(obj, _argument_leaf))
 
 
-@functools.cache
-def _pristine_model(spec: zoo.ModelSpec):
-    return zoo.from_spec(spec)
-
-
-@functools.cache
-def _pristine_tokenizer():
-    return zoo.tiny_tokenizer()
-
-
-def warm_zoo() -> None:
-    """Build the models most suites send, so a forked sandbox finds them ready."""
-    _pristine_tokenizer()
-    for name in zoo.MODEL_CONFIGS:
-        _pristine_model(zoo.ModelSpec(name))
-
-
 def decode_arguments(data: bytes, handles: dict[int, Any], models: list | None = None):
     """Sandbox side: every call gets fresh copies of models and the tokenizer, so one call's
     in-place changes (quantized weights, a padding side) never leak into the next test.
@@ -136,12 +117,12 @@ def decode_arguments(data: bytes, handles: dict[int, Any], models: list | None =
 
     def leaf(obj):
         if isinstance(obj, ModelRef):
-            model = copy.deepcopy(_pristine_model(obj.spec))
+            model = zoo.from_spec(obj.spec)
             if models is not None:
                 models.append(model)
             return model
         if isinstance(obj, TokenizerRef):
-            return copy.deepcopy(_pristine_tokenizer())
+            return zoo.tiny_tokenizer()
         if isinstance(obj, GeneratorRef):
             generator = torch.Generator(device=obj.device)
             generator.set_state(obj.state)

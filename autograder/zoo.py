@@ -11,6 +11,7 @@ Tiny random models have nearly flat logits; `initializer_range=0.2` makes greedy
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 from dataclasses import dataclass
@@ -79,6 +80,11 @@ def _tokenizer_json() -> str:
 
 def tiny_tokenizer():
     """A fresh `PreTrainedTokenizerFast` (left padding is the student's job: default is right)."""
+    return copy.deepcopy(_pristine_tokenizer())
+
+
+@functools.cache
+def _pristine_tokenizer():
     from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer
 
@@ -117,8 +123,25 @@ def fingerprint(model: torch.nn.Module) -> str:
 
 
 def tiny_model(name: str = "llama", dtype: torch.dtype = torch.float32, device: str = "cpu"):
-    """A fresh, deterministic tiny causal LM in eval mode; same name, same bits, on any machine."""
+    """A fresh, deterministic tiny causal LM in eval mode; same name, same bits, on any machine.
+
+    Each call gets its own copy (a test or a submission may change it in place) of one model built
+    per process: copying is a third of building it, and tests ask for dozens per submission."""
+    return copy.deepcopy(_pristine_model(name, str(dtype).removeprefix("torch."), str(torch.device(device))))
+
+
+def warm() -> None:
+    """Build the models and the tokenizer once, so processes forked afterwards find them ready."""
+    _pristine_tokenizer()
+    for name in MODEL_CONFIGS:
+        _pristine_model(name, "float32", "cpu")
+
+
+@functools.cache
+def _pristine_model(name: str, dtype_name: str, device: str):
     from transformers import AutoModelForCausalLM
+
+    dtype = getattr(torch, dtype_name)
 
     _, _, seed = MODEL_CONFIGS.get(name, (None, None, 0))
     config = _config(name)
@@ -132,7 +155,7 @@ def tiny_model(name: str = "llama", dtype: torch.dtype = torch.float32, device: 
     # Generation must run exactly gen_len steps: no early stop at a sampled EOS.
     model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = config.pad_token_id
-    spec = ModelSpec(name, str(dtype).removeprefix("torch."), str(torch.device(device)))
+    spec = ModelSpec(name, dtype_name, device)
     model._autograder_spec = spec
     model._autograder_fingerprint = fingerprint(model)
     return model

@@ -65,11 +65,25 @@ def test_models_differ_between_names():
 
 
 def test_building_a_model_leaves_the_global_rng_alone():
+    zoo._pristine_model.cache_clear()  # built now, not taken from an earlier test's build
     torch.manual_seed(1234)
     expected = torch.rand(5)
     torch.manual_seed(1234)
     zoo.tiny_model("llama")
     assert torch.equal(torch.rand(5), expected)
+
+
+def test_each_model_is_a_fresh_copy_of_the_one_built():
+    """Models are built once per process and copied: a test or submission that changes its model in
+    place (quantized weights, a generation setting) must not change the next one."""
+    first = zoo.tiny_model("llama")
+    with torch.no_grad():
+        first.model.embed_tokens.weight.zero_()
+    first.generation_config.eos_token_id = 5
+    second = zoo.tiny_model("llama")
+    assert second is not first and second.model.embed_tokens.weight.abs().sum() > 0
+    assert second.generation_config.eos_token_id is None
+    assert zoo.fingerprint(second) == second._autograder_fingerprint
 
 
 @pytest.mark.parametrize("name, tied", [("qwen2", True), ("llama", False)])

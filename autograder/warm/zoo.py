@@ -1,9 +1,9 @@
 """Preloaded by the forkserver when the hidden suite uses the zoo: build the pristine models and tokenizer
-that `autograder.wire` hands to student code, so forked sandboxes inherit them (copy-on-write)."""
+that the hidden tests use and `autograder.wire` hands to student code, so forked sandboxes inherit them (copy-on-write)."""
 
 import gc
 
-from autograder import wire
+from autograder import zoo
 
-wire.warm_zoo()
+zoo.warm()
 gc.freeze()  # as in `autograder.warm.numerics`, for the models too
