@@ -137,7 +137,8 @@ def cmd_grade(course: Course, args: argparse.Namespace) -> int:
         console = Console(stderr=True)
         with Gradebook.open(args.gradebook) as gradebook:
             _record_handins(gradebook, course, assignment, handins)  # kept should the batch be cut short
-            with _BatchProgress(assignment.id, console, live=sys.stdout.isatty()) as progress:
+            with _BatchProgress(assignment.id, console, live=sys.stdout.isatty(),
+                                profile=args.profile is not None) as progress:
                 try:
                     if args.pending_gpu:
                         graded, skipped, failures = complete_gpu_tests(
@@ -158,6 +159,8 @@ def cmd_grade(course: Course, args: argparse.Namespace) -> int:
                     return 130
             results = {r.submission_id: r for r in gradebook.submissions(assignment.id)
                        if r.submission_id in submissions}
+    if args.profile:
+        _write_profile(args.profile, assignment.id, args, progress.stages)
     _print_scores(assignment, results, set(skipped), not_handins, handin_problems)
     for sid, failure in failures.items():
         console.print(_plain(f"grader failure on {sid} (not recorded, rerun to retry): {failure}", style="red"))
@@ -172,10 +175,11 @@ class _BatchProgress:
     counted apart from grader failures (not recorded, or a test that hit a grader error): only the
     second need the course staff."""
 
-    def __init__(self, label: str, console, live: bool):
+    def __init__(self, label: str, console, live: bool, profile: bool = False):
         from rich.progress import BarColumn, Progress, TextColumn
 
         self.label, self.total, self.finished, self.recorded, self.failing, self.grader_failures = label, 0, 0, 0, 0, 0
+        self.stages: dict[str, dict] | None = {} if profile else None  # submission id -> seconds per stage
         self.began = time.monotonic()
         self._bar = Progress(TextColumn("grading {task.description}"), BarColumn(), TextColumn("{task.fields[summary]}"),
                              console=console, transient=True, disable=not live)
@@ -202,6 +206,9 @@ class _BatchProgress:
             self.failing += 1
         if not isinstance(outcome, BaseException):
             self.recorded += 1
+            if self.stages is not None:
+                self.stages[job.submission_id] = {"stages": dict(outcome.stages),
+                                                  "span": getattr(outcome.stages, "span", None)}
         self._bar.update(self._task, advance=1, summary=self.summary())
         if self._bar.disable:
             score = "grader failure" if isinstance(outcome, BaseException) else f"{outcome.earned:g}/{outcome.possible:g}"
@@ -213,6 +220,18 @@ class _BatchProgress:
         left = "--" if rate is None else _minutes((self.total - self.finished) / rate * 60)
         return (f"{self.finished}/{self.total} graded, {'--' if rate is None else f'{rate:.1f}'}/min, {left} left, "
                 f"{self.failing} failing, {self.grader_failures} grader failures")
+
+
+def _write_profile(path: Path, assignment_id: str, args: argparse.Namespace, stages: dict[str, dict]) -> None:
+    """`grade --profile`: the stages of each submission (with when its grading began and ended) and of
+    the command, as `bench/stages.py` reads them."""
+    import json
+
+    from autograder.timings import process_age_s
+
+    profile = {"assignment": assignment_id, "jobs": args.jobs, "executor": args.executor,
+               "cli_start_s": args.cli_start_s, "command_s": process_age_s(), "submissions": stages}
+    path.write_text(json.dumps(profile, indent=1))
 
 
 def _minutes(seconds: float) -> str:
@@ -494,6 +513,9 @@ def _parser() -> argparse.ArgumentParser:
                             "and complete those grades in the same gradebook (the CPU results stay)")
     grade.add_argument("--moodle-worksheet", type=Path, metavar="FILE",
                        help="with a Moodle download: its grading worksheet CSV, the source of hand-in times")
+    grade.add_argument("--profile", type=Path, metavar="FILE",
+                       help="write where the time went, per submission and stage, to FILE (JSON; bench/stages.py "
+                            "prints it as a table)")
     grade.add_argument("--no-isolation", action="store_true",
                        help="skip the namespace sandbox (process separation only); for kernels that forbid namespaces")
     grade.set_defaults(run=cmd_grade)
@@ -571,8 +593,12 @@ def _course(args: argparse.Namespace) -> Course | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from autograder.timings import process_age_s
+
+    cli_start_s = process_age_s()
     _not_a_module_to_reimport()
     args = _parser().parse_args(argv)
+    args.cli_start_s = cli_start_s
     try:
         return args.run(_course(args), args)
     except (ConfigError, GradebookError, SubmissionFormatError, ExportError, MoodleError, ManualError,

@@ -19,7 +19,7 @@ import datetime as dt
 import json
 import sqlite3
 from collections import Counter, defaultdict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 DEFAULT_PATH = Path("gradebook.db")
@@ -149,6 +149,7 @@ class SubmissionResult:
     graded_at: dt.datetime
     submitted_at: dt.datetime | None = None
     load_messages: str = ""  # e.g. extraction warnings, shown on the feedback page
+    stages: dict = field(default_factory=dict, compare=False)  # seconds per grading stage; never stored
 
     def __post_init__(self):
         who = f"{self.assignment}/{self.submission_id}"
@@ -270,7 +271,7 @@ class Gradebook:
 
     def record(self, sub: SubmissionResult) -> None:
         """Store `sub`, replacing any earlier grade of that submission, all or nothing."""
-        row = {f.name: getattr(sub, f.name) for f in fields(sub) if f.name != "results"}
+        row = {f.name: getattr(sub, f.name) for f in fields(sub) if f.name not in ("results", "stages")}
         row.update(
             graded_at=_utc_text(sub.graded_at),
             submitted_at=None if sub.submitted_at is None else _utc_text(sub.submitted_at),

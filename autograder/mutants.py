@@ -523,15 +523,11 @@ def _equivalence(course_root: str, assignment_id: str, solution: str, survivors:
 
 def _judge_equivalence(assignment: Assignment, solution: str, survivors: dict[str, str]) -> dict[str, str]:
     """`_equivalence` in a worker process (this one stays free of torch and of the sandboxes' traffic)."""
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-
     from autograder import warm
 
     try:
-        ctx, address = warm.start(assignment)  # its sandboxes fork from the batch's forkserver, not from it
-        with ProcessPoolExecutor(1, mp_context=ctx, initializer=warm.worker_init,
-                                 initargs=(os.getpid(), address)) as pool:
+        # its sandboxes fork from the batch's forkserver, not from it
+        with warm.pool(warm.start(assignment), 1) as pool:
             return pool.submit(_equivalence, str(assignment.root), assignment.id, solution, survivors).result()
     except Exception as exc:  # noqa: BLE001 - the grading verdicts stand; only equivalence is unknown
         return {mutant: f"equivalence not judged: {type(exc).__name__}: {exc}" for mutant in survivors}

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder import testing, wire
+from autograder import testing, timings, wire
 from autograder.devices import cuda_available
 from autograder.config import Assignment, load_course
 from autograder.extraction import Extracted, extract
@@ -213,7 +213,7 @@ class GradingSession:
         sandbox = self._ensure_sandbox()
         if self.trace is not None:  # read by the scheduler if this worker dies during the call
             self.trace.write_text(label)
-        begin = time.perf_counter()
+        begin, data, stages = time.perf_counter(), None, timings.current()
         timeout = self._time_left()
         try:
             data = sandbox.request(payload, timeout, f"while running `{label}`")
@@ -226,11 +226,18 @@ class GradingSession:
             self._drop_sandbox()
             raise
         finally:
-            self.used_s += time.perf_counter() - begin
+            round_trip = time.perf_counter() - begin
+            self.used_s += round_trip
+            if data is None:  # an endless loop or a crash: the student's time
+                stages.add("student's calls (sandbox)", round_trip)
         try:
-            reply = wire.decode_message(data, lambda ref: Handle(self, ref, self.generation, ref.type_name))
+            with stages.timed("result decoding"):
+                reply = wire.decode_message(data, lambda ref: Handle(self, ref, self.generation, ref.type_name))
         except wire.WireError as exc:
             raise StudentFault(f"`{label}`: {exc}") from None
+        in_sandbox = timings.reported(reply.get("call_s") if isinstance(reply, dict) else None, round_trip)
+        stages.add("student's calls (sandbox)", in_sandbox)
+        stages.add("call transport", round_trip - in_sandbox)
         if not isinstance(reply, dict) or "ok" not in reply:
             raise StudentFault(f"`{label}`: the sandbox answered in an unexpected format")
         if not reply["ok"]:
@@ -337,11 +344,21 @@ class OraclePlugin:
     def __init__(self, session: GradingSession, cuda_available: bool):
         self.session = session
         self.cuda_available = cuda_available
+        self.marks: dict[str, float] = {}  # when collection, the tests and the wrap-up began
 
     def pytest_configure(self, config):
         for marker, doc in MARKERS.items():
             config.addinivalue_line("markers", f"{marker}: {doc}")
         testing.configure(self.session.assignment.tolerances)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_collection(self, session):
+        self.marks["collection"] = time.perf_counter()
+        yield
+        self.marks["tests"] = time.perf_counter()
+
+    def pytest_sessionfinish(self, session):
+        self.marks["wrap-up"] = time.perf_counter()
 
     def pytest_collection_modifyitems(self, items):
         for item in items:
@@ -387,6 +404,23 @@ class OraclePlugin:
         ))
 
 
+# Stages timed inside the hidden tests; what is left of the tests' time is their own code.
+_INSIDE_TESTS = ("sandbox fork", "isolation set-up", "notebook load (sandbox)", "student's calls (sandbox)",
+                 "call transport", "result decoding", "comparisons")
+
+
+def _add_pytest_stages(stages: timings.Stages, marks: dict, begin: float, end: float, inside_before: float) -> None:
+    collection, tests, wrap_up = (marks.get(k) for k in ("collection", "tests", "wrap-up"))
+    if None in (collection, tests, wrap_up):  # pytest stopped early: all of it is its start-up
+        stages.add("pytest start-up", end - begin)
+        return
+    stages.add("pytest start-up", collection - begin)
+    stages.add("pytest collection", tests - collection)
+    inside = sum(stages.get(name, 0.0) for name in _INSIDE_TESTS) - inside_before
+    stages.add("hidden tests' own code", wrap_up - tests - inside)
+    stages.add("pytest wrap-up", end - wrap_up)
+
+
 def run_suite(assignment: Assignment, code: Extracted, isolate: bool = True, trace: Path | None = None,
               only_gpu: bool = False, calls: list | None = None) -> GradingSession:
     """Run the assignment's hidden suite against extracted code; returns the filled session.
@@ -403,11 +437,15 @@ def run_suite(assignment: Assignment, code: Extracted, isolate: bool = True, tra
             *(arg for plugin in UNUSED_PYTEST_PLUGINS for arg in ("-p", f"no:{plugin}")), "--assert=plain", "-W", "ignore"]
     if only_gpu:
         args += ["-m", "gpu"]
+    stages = timings.current()
+    inside_tests = sum(stages.get(name, 0.0) for name in _INSIDE_TESTS)
+    begin = time.perf_counter()
     try:
         with contextlib.redirect_stdout(None):
             exit_code = pytest.main(args, plugins=[plugin])
     finally:
         session.close()
+        _add_pytest_stages(stages, plugin.marks, begin, time.perf_counter(), inside_tests)
     if exit_code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         raise RuntimeError(f"the hidden suite of {assignment.id} could not run (pytest exit code {int(exit_code)})")
     return session

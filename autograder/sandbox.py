@@ -23,7 +23,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-from autograder import isolation, warm, wire
+from autograder import isolation, timings, warm, wire
 from autograder.extraction import Extracted
 from autograder.tripwires import TAMPERED, Tripwires
 
@@ -182,6 +182,7 @@ def _answer(request: dict, namespace: dict, handles: dict, tripwires: Tripwires,
             return wire.encode_message(_error_report("missing", name=target))
         target = namespace[target]
     pinned = _pin_numerics(torch)
+    begin = time.perf_counter()
     try:
         with tripwires.watch(request.get("forbidden", ()), models):
             if request["op"] == "getattr":
@@ -199,7 +200,8 @@ def _answer(request: dict, namespace: dict, handles: dict, tripwires: Tripwires,
         return wire.encode_message(_error_report("tampered" if api == TAMPERED else "forbidden", api=api))
     changed = [name for name, (read, _) in _NUMERICS.items() if read(torch) != pinned[name]]
     try:
-        return wire.encode_result({"ok": True, "value": value, "fed_tokens": fed, "fed_batches": batches, "numerics_changed": changed}, handles)
+        return wire.encode_result({"ok": True, "value": value, "fed_tokens": fed, "fed_batches": batches,
+                                   "numerics_changed": changed, "call_s": time.perf_counter() - begin}, handles)
     except Exception as exc:  # noqa: BLE001 - e.g. a tensor that cannot be serialised
         return wire.encode_message(_error_report("exception", exc))
 
@@ -209,17 +211,20 @@ def child_main(conn, setup: SandboxSetup) -> None:
     import torch
 
     try:
+        begin = time.perf_counter()
         walls = isolation.Walls(setup.workdir, setup.memory_mb, setup.protected, setup.user_namespace, setup.owner)
         report = isolation.isolate(walls, setup.isolate)
         torch.set_num_threads(1)
         tripwires = Tripwires(setup.forbidden)
+        walled = time.perf_counter()
         namespace = {"__name__": "__submission__", "__builtins__": builtins}
         warnings = load_statements(setup.code, namespace)
         isolation.end_strays()
+        timed = {"isolation_s": walled - begin, "load_s": time.perf_counter() - walled}
     except BaseException as exc:  # noqa: BLE001
         conn.send_bytes(wire.encode_message({"status": "failed", "message": f"{type(exc).__name__}: {exc}"}))
         os._exit(1)
-    conn.send_bytes(wire.encode_message({"status": "ready", "warnings": warnings, "isolation": report}))
+    conn.send_bytes(wire.encode_message({"status": "ready", "warnings": warnings, "isolation": report, **timed}))
     _serve(conn, namespace, tripwires)
 
 
@@ -259,6 +264,12 @@ class Sandbox:
             raise RuntimeError(f"the sandbox could not start: {hello.get('message')}")
         self.report, self.warnings = hello["isolation"], hello["warnings"]
         self.started_s = time.perf_counter() - begin
+        stages = timings.current()
+        walls = timings.reported(hello.get("isolation_s"), self.started_s)
+        load = timings.reported(hello.get("load_s"), self.started_s - walls)
+        stages.add("isolation set-up", walls)
+        stages.add("notebook load (sandbox)", load)
+        stages.add("sandbox fork", self.started_s - walls - load)
 
     @property
     def alive(self) -> bool:

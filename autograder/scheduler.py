@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +34,7 @@ from autograder.devices import nvidia_driver_present
 from autograder.handins import (SubmissionFormatError, find_notebook, notebook_file, submission_digest,
                                submission_hash)
 from autograder.gradebook import Gradebook, SubmissionResult
-from autograder import warm
+from autograder import timings, warm
 
 
 @dataclass(frozen=True)
@@ -62,23 +62,38 @@ def suite_hash(assignment: Assignment) -> str:
 
 
 def grade_one(job: Job) -> SubmissionResult:
-    """Runs in a worker: read, extract and grade one submission; never raises for the student's sake."""
+    """Runs in a worker: read, extract and grade one submission, timing its stages; never raises for
+    the student's sake."""
+    if job.trace:
+        Path(job.trace).write_text("")  # this job has started: a suspect if the worker dies now
+    stages, began = timings.Stages(), time.time()
+    if warm.worker_started is not None:  # this worker's first submission
+        (requested_at, ready_at), warm.worker_started = warm.worker_started, None
+        stages.add("forkserver start", ready_at - requested_at)
+        stages.add("worker start", began - ready_at)
+    with timings.recording(stages):
+        result = _graded(job)
+    stages.span = (began, time.time())
+    return dataclasses.replace(result, stages=stages)
+
+
+def _graded(job: Job) -> SubmissionResult:
     from autograder.devices import device_name
     from autograder.extraction import extract  # nbformat: seconds to import, for the workers only
     from autograder.oracle import run_suite
 
-    if job.trace:
-        Path(job.trace).write_text("")  # this job has started: a suspect if the worker dies now
+    stages = timings.current()
     assignment = load_course(Path(job.course_root)).get(job.assignment_id)
     common = dict(assignment=assignment.id, submission_id=job.submission_id, path=job.path,
                   suite_hash=job.suite_hash, grader_version=__version__, device=device_name(),
                   graded_at=dt.datetime.now(dt.timezone.utc))
     digest = ""  # a notebook that exists but cannot be parsed still gets a hash, so a rerun skips it
     try:
-        found = find_notebook(Path(job.path), f"{assignment.id}.ipynb")
-        digest = submission_hash(found, f"{assignment.id}.ipynb")
-        with notebook_file(found, f"{assignment.id}.ipynb") as notebook:
-            code = extract(notebook, assignment.extraction)
+        with stages.timed("notebook read and extraction"):
+            found = find_notebook(Path(job.path), f"{assignment.id}.ipynb")
+            digest = submission_hash(found, f"{assignment.id}.ipynb")
+            with notebook_file(found, f"{assignment.id}.ipynb") as notebook:
+                code = extract(notebook, assignment.extraction)
     except SubmissionFormatError as exc:
         digest = digest or submission_digest(Path(job.path), f"{assignment.id}.ipynb")
         return SubmissionResult(**common, submission_hash=digest, status="error", message=str(exc), results=[])
@@ -253,9 +268,7 @@ def _died_result(job: Job, during: str) -> SubmissionResult:
 
 def _run_pool(todo: list[Job], workers: int, forkserver):
     """Yield (job, outcome) per job; a job whose worker died yields (job, None) if it had started."""
-    ctx, address = forkserver
-    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
-                             initializer=warm.worker_init, initargs=(os.getpid(), address)) as pool:
+    with warm.pool(forkserver, min(workers, len(todo))) as pool:
         pending = {pool.submit(grade_one, job): job for job in todo}
         try:
             while pending:
@@ -385,7 +398,9 @@ def grade_batch(assignment: Assignment, submissions: dict[str, Path], gradebook:
         if isinstance(outcome, BaseException):
             failures[job.submission_id] = f"{type(outcome).__name__}: {outcome}"
         else:
+            begin = time.perf_counter()
             gradebook.record(outcome)
+            outcome.stages["gradebook write"] = time.perf_counter() - begin
             graded.append(job.submission_id)
         if on_done:
             on_done(job, outcome)

@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from autograder import timings
+
 # Used when no course config is active (e.g. public checks in a student's notebook).
 DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
     "fp32": (1e-4, 1e-5),
@@ -73,6 +75,7 @@ def _check_tensor_meta(actual, expected: torch.Tensor, what: str) -> None:
         raise ToleranceError(f"{what}: on device {actual.device} but expected {expected.device}")
 
 
+@timings.timed("comparisons")
 def assert_close(
     actual,
     expected,
@@ -193,6 +196,7 @@ def assert_close(
         )
 
 
+@timings.timed("comparisons")
 def assert_same_text(actual, expected: str, *, what: str = "text") -> None:
     """Exact string equality, pointing at the first character that differs."""
     if type(actual) is not str:

@@ -143,14 +143,16 @@ class Ours:
                                  call_timeout_s=CALL_TIMEOUT_S, submission_timeout_s=60)
         self.tree, self.runs = tree, 0
 
-    def grade(self, answers: dict[str, str], jobs: int) -> float:
-        """`autograder grade` of these submissions into a fresh gradebook, cold."""
+    def grade(self, answers: dict[str, str], jobs: int, profile: Path | None = None) -> float:
+        """`autograder grade` of these submissions into a fresh gradebook, cold (with `profile`: where
+        `grade --profile` writes its stages)."""
         self.runs += 1
         batch = self.root / f"batch-{self.runs}"
         for student, code in answers.items():
             write_notebook(batch / f"{student}.ipynb", _notebook_cells(code))
         seconds = _timed([str(BIN / "autograder"), "--course-root", str(self.root), "grade", ASSIGNMENT, str(batch),
-                          "--gradebook", str(batch / "gradebook.db"), "--jobs", str(jobs)], pythonpath=self.tree)
+                          "--gradebook", str(batch / "gradebook.db"), "--jobs", str(jobs),
+                          *(["--profile", str(profile)] if profile else [])], pythonpath=self.tree)
         with Gradebook.open(batch / "gradebook.db") as gradebook:
             scores = sorted(sum(t.points_earned for t in r.results) for r in gradebook.submissions(ASSIGNMENT))
         expected = sorted(EXPECTED_POINTS[student.rstrip("0123456789")] for student in answers)

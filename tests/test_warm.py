@@ -117,3 +117,70 @@ def test_a_sandbox_cannot_ask_the_batchs_forkserver_for_a_process_outside_its_wa
         assert graded == ["team"] and not failures
         [result] = gradebook.get(ASSIGNMENT, "team").results
     assert result.status == "passed", result.message
+
+
+def test_apis_forbidden_through_a_constant_of_the_suite_are_preloaded(make_course, monkeypatch):
+    """Suites name their forbidden APIs once, in a references module (`forbidden(*FORBIDDEN)`); their
+    libraries must still be preloaded, or every sandbox imports them again (bitsandbytes: 0.8 s)."""
+    root = make_course(grader_tests={
+        "quant_references.py": 'FORBIDDEN = (\n    "bitsandbytes.functional.quantize_4bit",\n)\n',
+        "test_q.py": "import pytest\nfrom quant_references import FORBIDDEN\n\n"
+                     "pytestmark = pytest.mark.forbidden(*FORBIDDEN)\n"})
+    monkeypatch.setattr(warm, "nvidia_driver_present", lambda: False)
+    assert "bitsandbytes" in warm.modules_for(load_course(root).get(ASSIGNMENT), warm.WORKER_BASE)
+
+
+def test_packages_installed_in_a_virtual_environment_inside_the_course_folder_are_preloaded(
+        make_course, cells, monkeypatch):
+    """`make` builds .venv inside the course folder: its packages are installed code, not course files."""
+    root = make_course([cells.code("import installed_pkg\nimport course_helpers")])
+    site = root / ".venv" / "lib" / "site-packages"
+    (site / "installed_pkg").mkdir(parents=True)
+    (site / "installed_pkg" / "__init__.py").write_text("")
+    (root / "course_helpers.py").write_text("SECRET = 42\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setattr(warm.sysconfig, "get_paths", lambda: {key: str(site) for key in
+                                                               ("purelib", "platlib", "stdlib", "platstdlib")})
+    preload = warm.modules_for(load_course(root).get(ASSIGNMENT), warm.WORKER_BASE)
+    assert "installed_pkg" in preload and "course_helpers" not in preload
+
+
+THREADS_SUITE = '''import os
+import pytest
+import torch
+
+
+@pytest.mark.points(1)
+def test_threads(submission):
+    assert torch.get_num_threads() == max(1, os.cpu_count() // 2), torch.get_num_threads()
+'''
+
+
+def test_two_workers_share_the_cores_instead_of_each_taking_them_all(tmp_path):
+    """Each worker computes reference values with torch: two workers with a thread per core each
+    wait on each other's spinning threads (a batch of 02 took 29 s instead of 10 s)."""
+    root = write_course(tmp_path, "x = 1", {"test_threads.py": THREADS_SUITE}, points=1)
+    notebooks = {f"team{n}": write_notebook(tmp_path / f"team{n}.ipynb", [nbformat.v4.new_code_cell("x = 1")])
+                 for n in range(2)}
+    with Gradebook.open(tmp_path / "gradebook.db") as gradebook:
+        graded, _, failures = grade_batch(load_course(root).get(ASSIGNMENT), notebooks, gradebook, jobs=2)
+        assert sorted(graded) == ["team0", "team1"] and not failures
+        for team in notebooks:
+            [result] = gradebook.get(ASSIGNMENT, team).results
+            assert result.status == "passed", result.message
+
+
+def test_grading_processes_never_import_the_iri_grammar_library():
+    """nbformat -> jsonschema imports rfc3987_syntax, 1.3 s of grammar building that no notebook
+    schema uses; the grader's processes go without it and still validate notebooks."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, autograder.extraction, nbformat\n"
+             "assert sys.modules.get('rfc3987_syntax') is None, 'imported'\n"
+             "nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('x')])\n"
+             "nb.cells[0]['source'] = 5\n"
+             "try:\n    nbformat.validate(nb)\nexcept nbformat.ValidationError:\n    print('rejected')\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "rejected", done.stderr

@@ -19,6 +19,8 @@ import multiprocessing.forkserver
 import multiprocessing.resource_tracker
 import os
 import re
+import sysconfig
+import time
 from pathlib import Path
 
 from autograder.config import Assignment
@@ -33,25 +35,51 @@ NUMERICS, ZOO = "autograder.warm.numerics", "autograder.warm.zoo"
 CUDA_SAFE = {"torch", "transformers", "tokenizers", "pytest"}
 
 
-def _imports(source: str) -> tuple[set[str], set[str], bool]:
-    """Top-level packages `source` imports, root packages of the APIs it forbids, and whether it uses the zoo."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return set(), set(), False
-    modules, forbidden, zoo = set(), set(), False
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            modules.update(alias.name.split(".")[0] for alias in node.names)
-            zoo |= any(alias.name.startswith("autograder.zoo") for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            modules.add(node.module.split(".")[0])
-            zoo |= node.module.startswith("autograder.zoo") or (
-                node.module == "autograder" and any(alias.name == "zoo" for alias in node.names))
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "forbidden":
-            forbidden.update(re.split(r"[.:]", arg.value)[0] for arg in node.args
-                             if isinstance(arg, ast.Constant) and isinstance(arg.value, str))
-    return modules, forbidden, zoo
+class _Uses:
+    """What sources import (top-level packages), the root packages of the APIs they forbid, and whether
+    they use the zoo. A forbidden API may be named through a constant (`forbidden(*FORBIDDEN)`, the
+    tuple written in a references module): names are resolved across all the sources read."""
+
+    def __init__(self):
+        self.modules: set[str] = set()
+        self.forbidden: set[str] = set()
+        self.zoo = False
+        self._constants: dict[str, list[str]] = {}  # module-level name -> the strings it is bound to
+        self._forbidden_names: set[str] = set()
+
+    def read(self, source: str) -> None:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            return
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and isinstance(node.value, (ast.Tuple, ast.List)):
+                strings = [e.value for e in node.value.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+                for target in (t for t in node.targets if isinstance(t, ast.Name)):
+                    self._constants.setdefault(target.id, []).extend(strings)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                self.modules.update(alias.name.split(".")[0] for alias in node.names)
+                self.zoo |= any(alias.name.startswith("autograder.zoo") for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                self.modules.add(node.module.split(".")[0])
+                self.zoo |= node.module.startswith("autograder.zoo") or (
+                    node.module == "autograder" and any(alias.name == "zoo" for alias in node.names))
+            elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "forbidden":
+                for arg in node.args:
+                    arg = arg.value if isinstance(arg, ast.Starred) else arg
+                    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                        self.forbidden.add(_root(arg.value))
+                    elif isinstance(arg, ast.Name):
+                        self._forbidden_names.add(arg.id)
+
+    def forbidden_roots(self) -> set[str]:
+        named = (api for name in self._forbidden_names for api in self._constants.get(name, ()))
+        return self.forbidden | {_root(api) for api in named}
+
+
+def _root(api: str) -> str:
+    return re.split(r"[.:]", api)[0]
 
 
 def _notebook_code(path: Path) -> str:
@@ -64,34 +92,40 @@ def _notebook_code(path: Path) -> str:
     return "\n".join(line for source in sources for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
 
 
-def _installed_outside(name: str, root: Path) -> bool:
-    """Importable, and not from the course folder: the forkserver must never load course files."""
+def _installed(name: str, root: Path) -> bool:
+    """Importable from the interpreter's installed packages or standard library, or from anywhere but
+    the course folder: the forkserver must never load course files. (A virtual environment inside the
+    course folder, as `make` builds it, holds installed packages, not course files.)"""
     try:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
         return False
     locations = [spec.origin] if spec and spec.origin else list(spec.submodule_search_locations or []) if spec else []
-    return bool(locations) and not any(Path(p).resolve().is_relative_to(root.resolve()) for p in locations)
+    installs = {Path(sysconfig.get_paths()[key]).resolve() for key in ("purelib", "platlib", "stdlib", "platstdlib")}
+    return bool(locations) and all(
+        any(path.is_relative_to(install) for install in installs) or not path.is_relative_to(root.resolve())
+        for path in (Path(p).resolve() for p in locations))
 
 
 def modules_for(assignment: Assignment, base: list[str], extra=()) -> list[str]:
     """What a forkserver preloads for this assignment: `base`, then what its solution and hidden suite
     import and the roots of the APIs it forbids (with `extra`, those found at collection)."""
-    modules, zoo = set(extra), False
+    uses = _Uses()
     for text in [_notebook_code(p) for p in assignment.source_notebooks()] + [
             p.read_text(errors="replace") for p in sorted(assignment.tests_dir.rglob("*.py"))]:
-        imported, forbidden, uses_zoo = _imports(text)
-        modules |= imported | forbidden
-        zoo |= uses_zoo
+        uses.read(text)
+    modules, zoo = set(extra) | uses.modules | uses.forbidden_roots(), uses.zoo
     extra = sorted(name for name in modules - set(base) - {"autograder", "__future__"}
-                   if _installed_outside(name, assignment.root))
+                   if _installed(name, assignment.root))
     if nvidia_driver_present():
         extra = [name for name in extra if name in CUDA_SAFE]
     return [*base, *extra, NUMERICS, *([ZOO] if zoo else [])]
 
 
 def start(assignment: Assignment):
-    """Start the batch's forkserver in the `grade` process; returns its context and its address."""
+    """Start the batch's forkserver in the `grade` process; returns its context, its address and when
+    it was asked for (a worker's first submission reports how long the forkserver took to serve it)."""
+    requested_at = time.time()
     ctx = multiprocessing.get_context("forkserver")
     server, preload = multiprocessing.forkserver._forkserver, modules_for(assignment, WORKER_BASE)
     if server._forkserver_pid is not None and server._preload_modules != preload:
@@ -101,13 +135,35 @@ def start(assignment: Assignment):
         server._forkserver_pid = server._forkserver_address = server._forkserver_alive_fd = None
     ctx.set_forkserver_preload(preload)
     multiprocessing.forkserver.ensure_running()
-    return ctx, (server._forkserver_address, getattr(server, "_forkserver_authkey", None))
+    return ctx, (server._forkserver_address, getattr(server, "_forkserver_authkey", None)), requested_at
 
 
-def worker_init(owner: int, address) -> None:
+def pool(forkserver, workers: int):
+    """A pool of `workers` grading processes forked from the batch's forkserver (`start`'s result)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx, address, requested_at = forkserver
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=worker_init,
+                               initargs=(os.getpid(), address, requested_at, threads))
+
+
+# In a pool worker: (when the batch asked for the forkserver, when this worker was up) until its first
+# submission takes them for its profile.
+worker_started: tuple[float, float] | None = None
+
+
+def worker_init(owner: int, address, requested_at: float, threads: int) -> None:
     """Pool initializer: end with the `grade` process, and start sandboxes from the batch's forkserver
     instead of a forkserver of this worker's own (a process forked from the forkserver knows the
-    pipe that keeps it alive, not where it listens)."""
+    pipe that keeps it alive, not where it listens). The workers share the cores: each computes its
+    reference values with its share of torch's threads (two workers with a thread per core each made
+    every reference computation wait on the other's spinning threads)."""
+    import torch
+
+    global worker_started
+    worker_started = (requested_at, time.time())
+    torch.set_num_threads(threads)
     exit_with(owner)
     server = multiprocessing.forkserver._forkserver
     server._forkserver_address, authkey = address
