@@ -1,12 +1,18 @@
-"""Comparisons whose failure messages a student can act on.
+"""What hidden tests compare with, and how: comparisons whose failure messages a student can act on,
+and reference values computed once per grading process.
 
 `assert_close` wraps the same rule as `torch.testing.assert_close` (|a - e| <= atol + rtol * |e|),
 with per-dtype defaults taken from course_config.py, and says what went wrong in plain words:
 wrong type, shape, dtype or device; NaNs; how many elements are off, the worst one and where.
+`reference` caches a suite's reference computations for the whole batch a worker grades.
 """
 
 from __future__ import annotations
 
+import collections
+import copy
+import functools
+import hashlib
 import math
 
 import torch
@@ -34,6 +40,78 @@ _PROFILE_OF_DTYPE = {
 
 class ToleranceError(AssertionError):
     """A comparison failed; the message is written for the student."""
+
+
+REFERENCE_CACHE_ENTRIES = 256  # per reference function: inputs that vary per submission cannot grow it forever
+
+
+def reference(function):
+    """Decorator for a reference computation of a hidden suite (the expected value of a test): it must
+    be a pure function of its arguments, which it leaves unchanged. A grading worker then computes it
+    once per batch instead of once per submission; each call gets its own deep copy of the value.
+
+    Arguments are keyed by value: tensors by dtype, shape, device and bytes; zoo models by spec and
+    weight fingerprint; zoo tokenizers by their settings; numbers, strings, dtypes and containers of
+    these as they are. Tensors come back detached from autograd. A call with any other argument (a generator, whose state it advances; an object
+    from the submission) is computed as usual and not cached. The cache lives in the worker, which
+    never forks a sandbox, so no reference value reaches student code this way."""
+    cache: collections.OrderedDict = collections.OrderedDict()
+
+    @functools.wraps(function)
+    def cached(*args, **kwargs):
+        key = _reference_key((args, kwargs))
+        if key is None:
+            return function(*args, **kwargs)
+        if key in cache:
+            cache.move_to_end(key)
+        else:
+            cache[key] = _detached(function(*args, **kwargs))
+            if len(cache) > REFERENCE_CACHE_ENTRIES:
+                cache.popitem(last=False)
+        return copy.deepcopy(cache[key])
+
+    cached.cache = cache
+    return cached
+
+
+def _detached(value):
+    """A reference value without autograd history (which cannot be copied): values are compared, not
+    differentiated."""
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(_detached(v) for v in value)
+    if type(value) is dict:
+        return {k: _detached(v) for k, v in value.items()}
+    return value
+
+
+_PLAIN = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device)
+
+
+def _reference_key(value):
+    """A hashable key equal for equal values, or None for a value that cannot be keyed."""
+    from autograder import zoo
+
+    if isinstance(value, _PLAIN):
+        return type(value).__name__, value
+    if isinstance(value, torch.Tensor):
+        if value.layout != torch.strided or value.is_quantized or value.requires_grad:
+            return None
+        data = value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        return "tensor", value.dtype, tuple(value.shape), str(value.device), hashlib.sha256(data).hexdigest()
+    if isinstance(value, torch.nn.Module):
+        spec = getattr(value, "_autograder_spec", None)
+        return None if spec is None else ("model", spec, zoo.fingerprint(value))
+    if getattr(value, "_autograder_spec", None) == "tokenizer":
+        return "tokenizer", repr(value)
+    if isinstance(value, (list, tuple)):
+        items = tuple(_reference_key(v) for v in value)
+        return None if None in items else (type(value).__name__, items)
+    if isinstance(value, dict):
+        items = tuple((_reference_key(k), _reference_key(v)) for k, v in value.items())
+        return None if any(None in pair for pair in items) else ("dict", items)
+    return None
 
 
 def configure(tolerances: dict) -> None:

@@ -277,3 +277,59 @@ def test_same_text_passes_equal_strings_and_rejects_non_strings():
     assert_same_text("same", "same")
     with pytest.raises(ToleranceError, match=re.escape("text: expected a str, got AlwaysEqual")):
         assert_same_text(AlwaysEqual(), "same")
+
+
+def test_a_reference_is_computed_once_per_value_and_each_call_gets_its_own_copy():
+    from autograder.testing import reference
+
+    calls = []
+
+    @reference
+    def doubled(x, *, scale=2):
+        calls.append(1)
+        return x * scale
+
+    first = doubled(torch.arange(4.0))
+    first.zero_()  # a test that changes its expected value changes only its own copy
+    assert torch.equal(doubled(torch.arange(4.0)), torch.arange(4.0) * 2) and len(calls) == 1
+    doubled(torch.arange(4.0), scale=3)
+    doubled(torch.arange(4.0).to(torch.float64))
+    doubled(torch.tensor([0.0, 1.0, 2.0, 4.0]))
+    assert len(calls) == 4  # another keyword, dtype or value is another reference
+
+
+def test_a_reference_call_with_a_generator_or_a_changed_zoo_model_is_computed_again():
+    from autograder import zoo
+    from autograder.testing import reference
+
+    calls = []
+
+    @reference
+    def draw(model, generator=None):
+        calls.append(1)
+        return torch.rand(2, generator=generator) if generator is not None else model.lm_head.weight.sum()
+
+    model = zoo.tiny_model("llama")
+    draw(model), draw(zoo.tiny_model("llama"))
+    assert len(calls) == 1  # equal zoo models, one computation
+    with torch.no_grad():
+        model.lm_head.weight.add_(1)
+    draw(model)
+    assert len(calls) == 2
+    generator = torch.Generator().manual_seed(0)
+    a, b = draw(model, generator), draw(model, generator)
+    assert len(calls) == 4 and not torch.equal(a, b)  # the generator's state moves on: never cached
+
+
+def test_the_reference_cache_keeps_a_bounded_number_of_values(monkeypatch):
+    from autograder import testing
+
+    monkeypatch.setattr(testing, "REFERENCE_CACHE_ENTRIES", 3)
+
+    @testing.reference
+    def square(x):
+        return x * x
+
+    for n in range(10):
+        square(n)
+    assert list(square.cache) == [("tuple", (("tuple", (("int", n),)), ("dict", ()))) for n in (7, 8, 9)]

@@ -6,7 +6,7 @@ The module name is unique to this assignment, so suites of several assignments c
 """
 
 import torch
-from autograder.testing import assert_close
+from autograder.testing import assert_close, reference
 from transformers.generation.logits_process import (
     TemperatureLogitsWarper,
     TopKLogitsWarper,
@@ -25,14 +25,17 @@ LOGITS_WARPERS = tuple(f"transformers.generation.logits_process.{name}.__call__"
 ALPHA = 1e-6
 
 
+@reference
 def reference_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
     return TopKLogitsWarper(top_k=k)(None, logits)
 
 
+@reference
 def reference_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
     return TopPLogitsWarper(top_p=p)(None, logits)
 
 
+@reference
 def reference_greedy(model, tokenizer, prompt: str, gen_len: int) -> str:
     encoded = tokenizer(prompt, return_tensors="pt").to(model.device)
     with torch.no_grad():
@@ -58,6 +61,7 @@ def assert_same_filter(result, logits: torch.Tensor, expected: torch.Tensor, wha
     assert_close(result, expected, what=what)
 
 
+@reference
 def sampling_distribution(logits_row: torch.Tensor, temperature=1.0, top_k=None, top_p=None) -> torch.Tensor:
     """The distribution `generate(do_sample=True)` draws from: temperature, top-k, top-p, softmax."""
     scores = logits_row.double()[None]

@@ -15,7 +15,7 @@ from transformers import LlamaConfig, Qwen2Config
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding
 
-from autograder.testing import ToleranceError, assert_close
+from autograder.testing import ToleranceError, assert_close, reference
 
 D_MODEL, N_HEADS = 64, 4
 
@@ -71,6 +71,7 @@ def causal_mask_mistakes(seq_len: int):
     ]
 
 
+@reference
 def torch_attention(q, k, v, *, causal=False, mask=None):
     """torch's SDPA on fp32 copies (so half-precision inputs get the exact answer), cast back.
     With `causal` and `mask` together (torch's SDPA refuses both), a key is allowed where both allow it."""
@@ -87,6 +88,7 @@ def _hand_attention(q, k, v, allowed, *, scale: float, softmax_dim: int):
     return (scores.softmax(dim=softmax_dim) @ v.float()).to(q.dtype)
 
 
+@reference
 def attention_mistakes(q, k, v, *, causal=False, mask=None):
     """Outputs of the usual wrong attentions, each with what the student should check."""
     allowed = mask
@@ -119,6 +121,7 @@ def attention_mistakes(q, k, v, *, causal=False, mask=None):
     return mistakes
 
 
+@reference
 def reference_multi_head_attention(state_dict: dict, x: torch.Tensor, *, causal: bool) -> torch.Tensor:
     """`torch.nn.MultiheadAttention` carrying the same q/k/v/o weights (no biases, as in Llama)."""
     mha = torch.nn.MultiheadAttention(D_MODEL, N_HEADS, bias=False, batch_first=True)
@@ -148,6 +151,7 @@ MHA_HINT = ("split d_model into heads with view(batch, seq, n_heads, head_dim).t
 _ROTARY = {"llama": (LlamaConfig, LlamaRotaryEmbedding), "qwen2": (Qwen2Config, Qwen2RotaryEmbedding)}
 
 
+@reference
 def transformers_rope(x: torch.Tensor, positions: torch.Tensor, *, base: float, arch: str = "llama"):
     """RoPE exactly as transformers' Llama/Qwen2 attention applies it to queries, in fp32, cast back."""
     config_class, rotary_class = _ROTARY[arch]
@@ -171,6 +175,7 @@ def interleaved_rope(x: torch.Tensor, positions: torch.Tensor, *, base: float):
     return rotated.flatten(-2).to(x.dtype)
 
 
+@reference
 def rope_mistakes(x, positions, *, base):
     return [(interleaved_rope(x, positions, base=base),
              "you rotate interleaved pairs (x[2i], x[2i+1]); Llama and Qwen use the rotate-half convention "
@@ -179,6 +184,7 @@ def rope_mistakes(x, positions, *, base):
 
 # ---- decoding -----------------------------------------------------------------------------------
 
+@reference
 def generate_per_prompt(model, tokenizer, prompts: list[str], gen_len: int) -> list[str]:
     """`model.generate(do_sample=False)` on each prompt alone: no padding can interfere."""
     texts = []
@@ -190,6 +196,7 @@ def generate_per_prompt(model, tokenizer, prompts: list[str], gen_len: int) -> l
     return texts
 
 
+@reference
 def greedy_without_cache(model, input_ids: torch.Tensor, gen_len: int) -> torch.Tensor:
     """Greedy decoding that runs the full forward over the whole sequence at every step, no cache."""
     ids = input_ids

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from autograder import zoo
-from autograder.testing import assert_close
+from autograder.testing import assert_close, reference
 
 # Library shortcuts for what the students write by hand; they fail the test when called.
 FORBIDDEN = (
@@ -131,6 +131,7 @@ def real_tensors(model, reference) -> dict[str, torch.Tensor]:
     return tensors
 
 
+@reference
 def fake_quantized_model(name: str, method: str):
     """A zoo model whose every nn.Linear weight went through the reference quantize-dequantize."""
     model = zoo.tiny_model(name)
@@ -145,6 +146,7 @@ def linear_weight_names(model) -> list[str]:
     return [f"{name}.weight" for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
 
 
+@reference
 def precision_report(name: str, input_ids: torch.Tensor) -> dict[str, dict[str, float]]:
     """What compare_precisions must return for zoo model `name`: fp16 and bf16 copies against fp32."""
     device = str(input_ids.device)

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from autograder.testing import reference
+
 # Reference outputs of the CUDA kernels, written by make_snapshots.py on a GPU machine.
 SNAPSHOT = Path(__file__).parent / "snapshots" / "cuda_kernels.pt"
 
@@ -54,6 +56,7 @@ def activations_with_outliers(tokens: int, features: int, outlier_cols: list[int
     return x
 
 
+@reference
 def bnb_int8(x: torch.Tensor, threshold: float = 0.0):
     """bitsandbytes' vector-wise int8 quantization: (codes, row absmax, outlier columns or None)."""
     import bitsandbytes.functional as bnbf
@@ -61,6 +64,7 @@ def bnb_int8(x: torch.Tensor, threshold: float = 0.0):
     return bnbf.int8_vectorwise_quant(x.clone(), threshold=threshold)
 
 
+@reference
 def int8_vectorwise_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """x @ weight.T through per-row absmax int8 codes of both operands, summed exactly in int64."""
     qx, sx, _ = bnb_int8(x)
@@ -69,6 +73,7 @@ def int8_vectorwise_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tenso
     return (acc.double() * sx.double()[:, None] * sw.double()[None, :] / 127**2).to(x.dtype)
 
 
+@reference
 def linear8bitlt(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, threshold: float = 6.0):
     """The same layer through bitsandbytes' Linear8bitLt (int8 weights, outlier split at `threshold`)."""
     import bitsandbytes as bnb
@@ -95,6 +100,7 @@ def unpack_nibbles(packed: torch.Tensor, numel: int) -> torch.Tensor:
     return torch.stack([flat >> 4, flat & 0xF], dim=1).reshape(-1)[:numel]
 
 
+@reference
 def bnb_nf4(w: torch.Tensor, blocksize: int = 64):
     """bitsandbytes' NF4 quantization of `w`: (one code per element shaped like w, absmax per block)."""
     import bitsandbytes.functional as bnbf
@@ -103,6 +109,7 @@ def bnb_nf4(w: torch.Tensor, blocksize: int = 64):
     return unpack_nibbles(packed, w.numel()).reshape(w.shape), state.absmax
 
 
+@reference
 def bnb_nf4_dequantize(codes: torch.Tensor, absmax: torch.Tensor, blocksize: int = 64) -> torch.Tensor:
     """bitsandbytes' NF4 dequantization of one-code-per-element `codes` (packed here as bnb wants)."""
     import bitsandbytes.functional as bnbf
@@ -117,6 +124,7 @@ def bnb_nf4_dequantize(codes: torch.Tensor, absmax: torch.Tensor, blocksize: int
     return bnbf.dequantize_4bit(packed, state)
 
 
+@reference
 def nf4_reference_dequantize(codes: torch.Tensor, absmax: torch.Tensor, blocksize: int = 64) -> torch.Tensor:
     """NF4_CODE[code] * absmax of the element's block, in float64 then float32 (bitsandbytes' CPU
     dequantize_4bit is wrong for some shapes, see NUMERICS.md; its codes and absmax are right)."""
@@ -128,6 +136,7 @@ def nf4_reference_dequantize(codes: torch.Tensor, absmax: torch.Tensor, blocksiz
     return (values * absmax.double()[block_of]).float().reshape(codes.shape)
 
 
+@reference
 def token_level_perplexity(model, tokenizer, texts: list[str]) -> float:
     """exp of the mean negative log-likelihood over every predicted token of every text (float64)."""
     nll, count = 0.0, 0
