@@ -1,10 +1,9 @@
-"""How fast a sandbox starts and a submission is graded; prints a table (run: python bench/grading_speed.py).
+"""How fast a sandbox starts; prints a table (run: python bench/grading_speed.py).
 
-Compares, in one run on one machine:
-- a cold process that imports torch and transformers (what every sandbox would cost without the
-  warm forkserver) against a sandbox forked from the warm forkserver, with its walls (namespaces,
-  whitelist root, unprivileged uid) and without them (process separation only);
-- grading the `correct` sample of each assignment with a warm worker (the batch steady state).
+Compares, in one run on one machine, a cold process that imports torch and transformers (what every
+sandbox would cost without the warm forkserver) against a sandbox forked from the warm forkserver,
+with its walls (namespaces, whitelist root, unprivileged uid) and without them (process separation
+only). Where a whole submission's time goes: `bench/stages.py`.
 """
 
 from __future__ import annotations
@@ -48,22 +47,6 @@ def warm_sandbox_start_s(assignment, code, isolate: bool = True) -> tuple[float,
         session.close()
 
 
-def grading_s(assignment, code) -> tuple[float, float, int, dict]:
-    """First and warm run_suite times, the points, and where the warm run's time went."""
-    from autograder.oracle import run_suite
-
-    times, earned = [], 0.0
-    for _ in range(2):
-        begin = time.perf_counter()
-        session = run_suite(assignment, code)
-        times.append(time.perf_counter() - begin)
-        earned = sum(r.points_earned for r in session.results)
-    sandboxes = sum(session.sandbox_start_s)
-    stages = {"sandbox starts (fork, walls, notebook load)": sandboxes, "student calls (sandbox side)": session.used_s,
-              "grader side (pytest, references, comparisons, decoding)": times[1] - sandboxes - session.used_s}
-    return times[0], times[1], earned, stages
-
-
 def main() -> None:
     from autograder.config import load_course
     from autograder.extraction import extract
@@ -81,12 +64,6 @@ def main() -> None:
     _, bare_start = warm_sandbox_start_s(first_assignment, code, isolate=False)
     rows.append((f"sandbox start from the warm forkserver, no walls (median of {REPEATS})",
                  f"{bare_start * 1000:.0f} ms", f"{bare_start / cold:.3f}x"))
-    for assignment in course.assignments.values():
-        sample = extract(ROOT / "samples" / assignment.id / "correct.ipynb")
-        first, warm, earned, stages = grading_s(assignment, sample)
-        rows.append((f"grade {assignment.id}/correct ({earned:g} pts), first run", f"{first:.2f} s", f"{first / cold:.2f}x"))
-        rows.append((f"grade {assignment.id}/correct, warm worker", f"{warm:.2f} s", f"{warm / cold:.2f}x"))
-        rows += [(f"  of which {stage}", f"{seconds:.2f} s", f"{seconds / warm:.0%} of it") for stage, seconds in stages.items()]
     print_table(rows, comparison="vs cold import")
 
 

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from nbgrader_compare import Ours, submissions
+from nbgrader_compare import Ours, grading_s, submissions
 from table import print_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,12 +60,6 @@ def columns(prof: dict) -> dict[str, float]:
     values["grading, start to end (no start-up)"] = grading_s(prof)
     values["whole command"] = prof["command_s"]
     return values
-
-
-def grading_s(prof: dict) -> float:
-    """From the first submission's start to the last one's end: the batch without its start-up."""
-    spans = [entry["span"] for entry in prof["submissions"].values() if entry["span"]]
-    return max(end for _, end in spans) - min(begin for begin, _ in spans)
 
 
 def main() -> None:
