@@ -42,7 +42,10 @@ class ToleranceError(AssertionError):
     """A comparison failed; the message is written for the student."""
 
 
-REFERENCE_CACHE_ENTRIES = 256  # per reference function: inputs that vary per submission cannot grow it forever
+# Per reference function: inputs that vary per submission cannot grow the cache forever, nor can a large
+# tensor (say, a submission's result passed on to a reference) fill it: such calls are computed, not kept.
+REFERENCE_CACHE_ENTRIES = 256
+REFERENCE_MAX_TENSOR_BYTES = 16 * 2**20
 
 
 def reference(function):
@@ -96,7 +99,8 @@ def _reference_key(value):
     if isinstance(value, _PLAIN):
         return type(value).__name__, value
     if isinstance(value, torch.Tensor):
-        if value.layout != torch.strided or value.is_quantized or value.requires_grad:
+        if (value.layout != torch.strided or value.is_quantized or value.requires_grad
+                or value.numel() * value.element_size() > REFERENCE_MAX_TENSOR_BYTES):
             return None
         data = value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
         return "tensor", value.dtype, tuple(value.shape), str(value.device), hashlib.sha256(data).hexdigest()

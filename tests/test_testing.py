@@ -333,3 +333,8 @@ def test_the_reference_cache_keeps_a_bounded_number_of_values(monkeypatch):
     for n in range(10):
         square(n)
     assert list(square.cache) == [("tuple", (("tuple", (("int", n),)), ("dict", ()))) for n in (7, 8, 9)]
+    monkeypatch.setattr(testing, "REFERENCE_MAX_TENSOR_BYTES", 64)
+    square(torch.ones(16))  # 64 bytes: kept
+    square(torch.ones(17))  # too large to keep: computed and given back, not cached
+    assert len(square.cache) == 3 and square.cache[next(reversed(square.cache))][0] == 1
+    assert torch.equal(square(torch.full((17,), 2.0)), torch.full((17,), 4.0))
