@@ -274,3 +274,22 @@ def test_a_submission_that_takes_its_worker_down_is_recorded_after_one_retry(mak
     assert recorded == {"team_a": ("graded", 1.0), "team_b": ("graded", 1.0), "team_crash": ("error", 0.0)}
     assert main(command) == 0  # converged: the rerun grades nothing again
     assert "3 unchanged submissions were not regraded" in capsys.readouterr().out
+
+
+def test_what_a_submission_prints_never_reaches_the_tas_terminal(make_course, tmp_path):
+    """Prints, warnings and escape sequences (here: clear the screen) at load and in a graded call stay
+    in the sandbox; the TA sees the progress lines and the score table."""
+    root = make_course()
+    noisy = ("import sys, warnings\nprint('LOUD-AT-LOAD\\x1b[2J')\n" + CORRECT.replace(
+        "def top_k_filter(logits, k):\n",
+        "def top_k_filter(logits, k):\n    print('LOUD-IN-CALL' * 1000)\n    sys.stderr.write('LOUD-STDERR')\n"
+        "    warnings.warn('LOUD-WARNING')\n"))
+    write_notebook(tmp_path / "batch" / "team.ipynb", [nbformat.v4.new_code_cell(noisy)])
+    write_notebook(tmp_path / "batch" / "quiet.ipynb", [nbformat.v4.new_code_cell(CORRECT)])
+    done = subprocess.run([sys.executable, "-m", "autograder.cli", "--course-root", str(root), "grade", ASSIGNMENT,
+                           str(tmp_path / "batch"), "--gradebook", str(tmp_path / "g.db")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "team" in done.stdout and "LOUD" not in done.stdout + done.stderr and "\x1b[2J" not in done.stdout
+    with Gradebook.open(tmp_path / "g.db") as gradebook:
+        assert gradebook.get(ASSIGNMENT, "team").earned == 1
