@@ -11,14 +11,14 @@ import sys
 from collections import defaultdict
 from typing import Callable
 
-_CHECKS: dict[str, list[Callable]] = defaultdict(list)
+REGISTERED: dict[str, list[Callable]] = defaultdict(list)  # task -> its public checks (read by `validate`)
 
 
 def public_check(task: str):
     """Register a check for `task`; its parameter names are notebook globals it needs."""
 
     def register(fn: Callable) -> Callable:
-        _CHECKS[task].append(fn)
+        REGISTERED[task].append(fn)
         return fn
 
     return register
@@ -26,11 +26,11 @@ def public_check(task: str):
 
 def run_checks(task: str, namespace: dict) -> list[tuple[str, bool, str]]:
     """Run the checks of `task` against `namespace`; returns (check name, passed, message) rows."""
-    if task not in _CHECKS:
-        known = ", ".join(sorted(_CHECKS)) or "none"
+    if task not in REGISTERED:
+        known = ", ".join(sorted(REGISTERED)) or "none"
         return [(task, False, f"no public checks are registered for {task!r} (known: {known})")]
     rows = []
-    for fn in _CHECKS[task]:
+    for fn in REGISTERED[task]:
         name = fn.__name__.replace("_", " ")
         needed = list(inspect.signature(fn).parameters)
         missing = [n for n in needed if n not in namespace]

@@ -181,7 +181,8 @@ class _BatchProgress:
         self.label, self.total, self.finished, self.recorded, self.failing, self.grader_failures = label, 0, 0, 0, 0, 0
         self.stages: dict[str, dict] | None = {} if profile else None  # submission id -> seconds per stage
         self.began = time.monotonic()
-        self._bar = Progress(TextColumn("grading {task.description}"), BarColumn(), TextColumn("{task.fields[summary]}"),
+        self._bar = Progress(TextColumn("grading {task.description}"), BarColumn(),
+                             TextColumn("{task.fields[summary]}"),
                              console=console, transient=True, disable=not live)
 
     def __enter__(self) -> _BatchProgress:
@@ -211,7 +212,8 @@ class _BatchProgress:
                                                   "span": getattr(outcome.stages, "span", None)}
         self._bar.update(self._task, advance=1, summary=self.summary())
         if self._bar.disable:
-            score = "grader failure" if isinstance(outcome, BaseException) else f"{outcome.earned:g}/{outcome.possible:g}"
+            score = ("grader failure" if isinstance(outcome, BaseException)
+                     else f"{outcome.earned:g}/{outcome.possible:g}")
             print(_plain(f"{job.submission_id}: {score} | {self.summary()}").plain, flush=True)
 
     def summary(self, now: float | None = None) -> str:
@@ -545,8 +547,9 @@ def _parser() -> argparse.ArgumentParser:
     manual.set_defaults(run=cmd_import_manual)
 
     pack = commands.add_parser("pack", help="students: pack your notebook into the hand-in archive of your team",
-                               description="Validate the notebook (its findings are printed and kept in the archive), then write <team>_<notebook>.zip holding it and "
-                                           "handin.json (team, member ids, time, notebook hash, validation).")
+                               description="Validate the notebook (its findings are printed and kept in the "
+                                           "archive), then write <team>_<notebook>.zip holding it and handin.json "
+                                           "(team, member ids, time, notebook hash, validation).")
     pack.add_argument("notebook", type=Path, metavar="NOTEBOOK")
     pack.add_argument("--team", required=True, help="your team id")
     pack.add_argument("--members", default="", help="your team's student ids, comma-separated "

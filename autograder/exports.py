@@ -56,7 +56,7 @@ def export_csv(
     columns = dict.fromkeys(questions or [])
     for sub in submissions:
         columns.update(dict.fromkeys(sub.per_question()))  # known questions keep their place
-    header = ["submission", *map(_text_cell, columns), "total", "possible", "late_penalty_percent", "final", "status"]
+    header = ["submission", *map(text_cell, columns), "total", "possible", "late_penalty_percent", "final", "status"]
     rows = [_row(sub, assignment, list(columns)) for sub in submissions]
     _write(out_path_or_file, header, rows)
     return len(rows)
@@ -70,13 +70,14 @@ def export_students_csv(gradebook: Gradebook, assignment: Assignment, roster: Ro
     header = ["student_id", "name", "email", "team", "total", "possible", "late_penalty_percent", "final", "status"]
     rows = []
     for team, member in roster.students():
-        person = [_text_cell(member.id), _text_cell(member.name), _text_cell(member.email), _text_cell(team.id)]
+        person = [text_cell(member.id), text_cell(member.name), text_cell(member.email), text_cell(team.id)]
         sub = by_id.get(team.id)
         if sub is None:
             rows.append([*person, "", _number(total_possible(assignment)), "", "", "no hand-in"])
         else:
             total, possible, penalty, final = grade_of(sub, assignment)
-            rows.append([*person, _number(total), _number(possible), _number(penalty), _number(final), _status(sub)])
+            rows.append([*person, _number(total), _number(possible), _number(penalty), _number(final),
+                         grade_status(sub)])
     _write(out_path_or_file, header, rows)
     return len(rows)
 
@@ -110,17 +111,17 @@ def _row(sub: SubmissionResult, assignment: Assignment, questions: list[str]) ->
     per_question = sub.per_question()
     total, possible, penalty, final = grade_of(sub, assignment)
     return [
-        _text_cell(sub.submission_id),
+        text_cell(sub.submission_id),
         *(_number(per_question.get(q, (0.0, 0.0))[0]) for q in questions),
         _number(total),
         _number(possible),
         _number(penalty),
         _number(final),
-        _status(sub),
+        grade_status(sub),
     ]
 
 
-def _text_cell(text: str) -> str:
+def text_cell(text: str) -> str:
     """A cell a spreadsheet shows as text: `=HYPERLINK(...)` as a team name must not run."""
     return f"'{text}" if text.startswith(_FORMULA_START) else text
 
@@ -159,7 +160,8 @@ def _write_each(subs: list[SubmissionResult], write) -> list[Path]:
         except Exception as exc:  # noqa: BLE001 - one team's page must not cost the others theirs
             failed.append(f"{sub.submission_id}: {type(exc).__name__}: {exc}")
     if failed:
-        raise ExportError(f"wrote {len(written)} files, but {len(failed)} could not be written:\n  " + "\n  ".join(failed))
+        raise ExportError(f"wrote {len(written)} files, but {len(failed)} could not be written:\n  "
+                          + "\n  ".join(failed))
     return written
 
 
@@ -170,7 +172,8 @@ def _late_penalty_percent(sub: SubmissionResult, assignment: Assignment) -> floa
     return assignment.late_policy.penalty_percent(days_late)
 
 
-def _status(sub: SubmissionResult) -> str:
+def grade_status(sub: SubmissionResult) -> str:
+    """The status column of every export: graded, error, or incomplete and what it waits for."""
     if sub.status == "error":
         return "error"
     waiting = [why for status, why in WAITING_FOR.items()
@@ -195,7 +198,8 @@ def _student_message(status: str, message: str) -> str:
     return GRADER_ERROR_FOR_STUDENTS if status == "error" else message
 
 
-def _template(name: str):
+def page_template(name: str):
+    """A page of autograder/templates, with autoescaping (hand-in text is shown in these pages)."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     env = Environment(loader=PackageLoader("autograder", "templates"), autoescape=select_autoescape(["html"]))
@@ -204,7 +208,7 @@ def _template(name: str):
 
 def write_feedback_pages(gradebook: Gradebook, assignment: Assignment, out_dir: str | Path) -> list[Path]:
     """One self-contained HTML page per submission, `<out_dir>/<file name of the submission>.html`."""
-    template = _template("feedback.html")
+    template = page_template("feedback.html")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -308,6 +312,7 @@ def write_summary(gradebook: Gradebook, assignment: Assignment, out_dir: str | P
     plt.close(fig)
 
     page = out_dir / "summary.html"
-    page.write_text(_template("summary.html").render(assignment=assignment, stats=stats, tests=tests, possible=out_of),
+    page.write_text(page_template("summary.html").render(assignment=assignment, stats=stats, tests=tests,
+                                                         possible=out_of),
                     encoding="utf-8")
     return [page, out_dir / "scores.png", out_dir / "questions.png"]

@@ -268,7 +268,7 @@ def _definitions_that_do_not_run(parsed: list[tuple[int, list[ast.stmt], tuple[i
     kept = set()
     for _, body, keep in parsed:
         for i in keep:
-            kept.update(_bound_names(body[i]))
+            kept.update(bound_names(body[i]))
     hints: dict[str, str] = {}
     for number, body, keep in parsed:
         for node in (node for i, node in enumerate(body) if i not in keep):
@@ -279,7 +279,8 @@ def _definitions_that_do_not_run(parsed: list[tuple[int, list[ast.stmt], tuple[i
     return list(hints.values())
 
 
-def _bound_names(node: ast.stmt) -> set[str]:
+def bound_names(node: ast.stmt) -> set[str]:
+    """The names a top-level statement binds (definitions, imports, assignments)."""
     if isinstance(node, _DEFINITIONS):
         return {node.name}
     if isinstance(node, (ast.Import, ast.ImportFrom)):

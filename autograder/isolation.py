@@ -133,7 +133,8 @@ def _build_root(walls: Walls, paths: list[str], uid: int, gid: int) -> None:
     # /tmp before the binds: an interpreter or environment installed under /tmp is bound on top of it.
     _mount("tmpfs", _place(root, WORKDIR, directory=True), "tmpfs", MS_NOSUID | MS_NODEV,
            f"size={WORKDIR_SIZE},mode=0700,uid={uid},gid={gid}")
-    devices = [f"/dev/{name}" for name in _DEVICES] + sorted(p for p in glob.glob("/dev/nvidia*") if not os.path.isdir(p))
+    devices = [f"/dev/{name}" for name in _DEVICES] + sorted(
+        p for p in glob.glob("/dev/nvidia*") if not os.path.isdir(p))
     gpu = ["/sys"] if os.path.exists("/dev/nvidiactl") else []  # the CUDA driver reads the PCI topology
     for path in [*paths, *devices, *gpu]:
         _bind(root, path)
@@ -260,7 +261,8 @@ def _limit(memory_mb: int, processes: bool) -> None:
     every process of the grader's user). Memory is the data limit (writable private mappings), not the
     address space: the CUDA driver reserves terabytes of address space it never backs, and fails its
     initialisation under an address-space limit."""
-    limits = [(resource.RLIMIT_DATA, _status_bytes("VmData") + memory_mb * 2**20), (resource.RLIMIT_FSIZE, MAX_FILE_BYTES),
+    limits = [(resource.RLIMIT_DATA, _status_bytes("VmData") + memory_mb * 2**20),
+              (resource.RLIMIT_FSIZE, MAX_FILE_BYTES),
               (resource.RLIMIT_CORE, 0)]
     for limit, value in limits + ([(resource.RLIMIT_NPROC, MAX_PROCESSES)] if processes else []):
         resource.setrlimit(limit, (value, value))
@@ -299,7 +301,8 @@ def isolate(walls: Walls, enforce: bool = True) -> dict[str, str]:
             _become_pid_one(walls.owner)
             uid = SANDBOX_UID_BASE + outer_pid if as_root else None
             _build_root(walls, paths, uid or 0, uid or 0)
-            report.update(files="whitelist root, read-only; private /tmp", network="none", processes="own PID namespace")
+            report.update(files="whitelist root, read-only; private /tmp", network="none",
+                          processes="own PID namespace")
             home = WORKDIR
             _limit(walls.memory_mb, processes=True)
             _drop_privileges(uid)

@@ -108,7 +108,7 @@ def answers(sub: SubmissionResult, assignment: Assignment) -> dict[str, str]:
 def write_sheets(gradebook: Gradebook, assignment: Assignment, out_dir: Path) -> list[Path]:
     """`<out_dir>/<assignment>_manual.html` (answers next to model answers) and `<assignment>_manual.csv`
     (one row per submission and cell; points already given are filled in)."""
-    from autograder.exports import _template, _text_cell
+    from autograder.exports import page_template, text_cell
 
     cells = manual_cells(assignment)
     scores = gradebook.manual_scores(assignment.id)
@@ -124,7 +124,7 @@ def write_sheets(gradebook: Gradebook, assignment: Assignment, out_dir: Path) ->
              "score": given.get(c.grade_id)} for c in cells]})
         for c in cells:
             score = given.get(c.grade_id)
-            rows.append([_text_cell(sub.submission_id), c.grade_id, f"{c.points:g}",
+            rows.append([text_cell(sub.submission_id), c.grade_id, f"{c.points:g}",
                          "" if score is None else f"{score.points:g}", "" if score is None else score.comment,
                          "" if score is None else score.grader])
     sheet = out_dir / f"{assignment.id}_manual.csv"
@@ -133,7 +133,8 @@ def write_sheets(gradebook: Gradebook, assignment: Assignment, out_dir: Path) ->
         writer.writerow(SHEET_COLUMNS)
         writer.writerows(rows)
     page = out_dir / f"{assignment.id}_manual.html"
-    page.write_text(_template("manual.html").render(assignment=assignment, cells=cells, teams=teams), encoding="utf-8")
+    page.write_text(page_template("manual.html").render(assignment=assignment, cells=cells, teams=teams),
+                    encoding="utf-8")
     return [page, sheet]
 
 

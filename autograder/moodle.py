@@ -193,7 +193,7 @@ def is_download(path: Path) -> bool:
 def export_moodle(gradebook, assignment, roster: Roster | None, worksheet_path: Path, out: Path) -> tuple[int, int]:
     """Fill the grading worksheet: each participant gets their team's final grade (late penalty
     included) and a short comment. Returns (rows filled, rows of participants without a hand-in)."""
-    from autograder.exports import _status, file_names, grade_of
+    from autograder.exports import grade_status, file_names, grade_of
 
     worksheet = read_worksheet(worksheet_path)
     subs = {s.submission_id: s for s in with_manual_scores(gradebook, assignment)}
@@ -215,7 +215,7 @@ def export_moodle(gradebook, assignment, roster: Roster | None, worksheet_path: 
         comment = f"{final:g} of {possible:g} points"
         if penalty:
             comment += f" ({total:g} before the late penalty of {penalty:g}%)"
-        status = _status(sub)
+        status = grade_status(sub)
         if status != "graded":
             comment += f"; {status}" + (f": {sub.message}" if sub.status == "error" else "")
         comment += f". Every check and its message: {pages[sub.submission_id]}.html"

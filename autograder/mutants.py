@@ -614,12 +614,12 @@ def format_report(report: Report) -> str:
 
 def write_html(report: Report, assignment: Assignment, out_dir: Path) -> Path:
     """`<out_dir>/<assignment>_mutants.html`, in the look of the instructor summary."""
-    from autograder.exports import _template
+    from autograder.exports import page_template
 
     verdicts = _listed(report)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     page = out_dir / f"{assignment.id}_mutants.html"
-    page.write_text(_template("mutants.html").render(assignment=assignment, report=report, verdicts=verdicts),
+    page.write_text(page_template("mutants.html").render(assignment=assignment, report=report, verdicts=verdicts),
                     encoding="utf-8")
     return page

@@ -434,7 +434,8 @@ def run_suite(assignment: Assignment, code: Extracted, isolate: bool = True, tra
     # (all of /tmp, say) at each run.
     args = [str(assignment.tests_dir), "-c", os.devnull, "--rootdir", str(assignment.tests_dir),
             "--confcutdir", str(assignment.tests_dir),
-            *(arg for plugin in UNUSED_PYTEST_PLUGINS for arg in ("-p", f"no:{plugin}")), "--assert=plain", "-W", "ignore"]
+            *(arg for plugin in UNUSED_PYTEST_PLUGINS for arg in ("-p", f"no:{plugin}")),
+            "--assert=plain", "-W", "ignore"]
     if only_gpu:
         args += ["-m", "gpu"]
     stages = timings.current()

@@ -43,7 +43,8 @@ def members_for(team: str, members: list[str], roster: Roster | None) -> list[st
     listed = [m.id for m in roster.teams[team].members]
     strangers = [m for m in members if m not in listed]
     if strangers:
-        raise PackError(f"{', '.join(strangers)} not in team {team} on the course roster (members: {', '.join(listed)})")
+        raise PackError(f"{', '.join(strangers)} not in team {team} on the course roster "
+                        f"(members: {', '.join(listed)})")
     return members or listed
 
 

@@ -55,9 +55,10 @@ def reference(function):
 
     Arguments are keyed by value: tensors by dtype, shape, device and bytes; zoo models by spec and
     weight fingerprint; zoo tokenizers by their settings; numbers, strings, dtypes and containers of
-    these as they are. Tensors come back detached from autograd. A call with any other argument (a generator, whose state it advances; an object
-    from the submission) is computed as usual and not cached. The cache lives in the worker, which
-    never forks a sandbox, so no reference value reaches student code this way."""
+    these as they are. Tensors come back detached from autograd. A call with any other argument (a
+    generator, whose state it advances; an object from the submission) is computed as usual and not
+    cached. The cache lives in the worker, which never forks a sandbox, so no reference value reaches
+    student code this way."""
     cache: collections.OrderedDict = collections.OrderedDict()
 
     @functools.wraps(function)

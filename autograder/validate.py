@@ -31,7 +31,7 @@ from pathlib import Path
 import nbformat
 from nbgrader.utils import compute_checksum, is_grade, is_locked, is_solution
 
-from autograder.extraction import WHAT_RUNS, Extracted, _bound_names, extract
+from autograder.extraction import WHAT_RUNS, Extracted, bound_names, extract
 from autograder.handins import SubmissionFormatError, shown
 
 METADATA_KEY = "autograder"  # notebook metadata written by the release compiler
@@ -361,7 +361,7 @@ def _check_code(meta: dict, code: Extracted, everything: Extracted, report: Repo
     """Missing or changed graded names, state they rely on that is lost, failing imports, forbidden APIs."""
     kept = _statements(code)
     defs = {s.node.name: s for s in kept if isinstance(s.node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
-    bound = set().union(*(_bound_names(s.node) for s in kept)) if kept else set()
+    bound = set().union(*(bound_names(s.node) for s in kept)) if kept else set()
     kept_ids = {(s.cell, s.node.lineno) for s in kept}
     skipped = [s for s in _statements(everything) if (s.cell, s.node.lineno) not in kept_ids]
     report.not_run = [f"{s.where}: {s.first_line}" for s in skipped]
@@ -376,7 +376,7 @@ def _check_code(meta: dict, code: Extracted, everything: Extracted, report: Repo
     if failing is None:
         report.notes.append("imports were not checked: the autograder package is not installed here "
                             "(`pip install` the course package)")
-    broken = {name: (s, why) for s, why in failing or () for name in _bound_names(s.node)}
+    broken = {name: (s, why) for s, why in failing or () for name in bound_names(s.node)}
 
     # Graded definitions and the notebook's functions they use, with the tasks whose rules apply to them.
     owner = {name.partition(".")[0]: task for task, names in meta["graded"].items() for name in names}
@@ -410,7 +410,7 @@ def _check_code(meta: dict, code: Extracted, everything: Extracted, report: Repo
                 report.problems.append(f"`{name}` uses `{used}`, which the notebook never defines at the top level "
                                        "(NameError when graded)")
     for s, why in failing or ():
-        if not _bound_names(s.node) & used_broken:
+        if not bound_names(s.node) & used_broken:
             report.notes.append(f"{s.where}: `{s.first_line}` fails when grading (the grader has no {why}); no "
                                 "graded function uses it, so this costs nothing")
 
@@ -469,7 +469,7 @@ def _checks_child(conn, notebook: str, extraction: str, checks_dir: str, skip: l
         except Exception as exc:  # noqa: BLE001 - a broken public_checks.py is a message, not a traceback
             conn.send(("error", f"{CHECKS_FILE} could not be loaded: {type(exc).__name__}: {exc}"))
             return
-        tasks = [task for task in checks._CHECKS if task not in skip]
+        tasks = [task for task in checks.REGISTERED if task not in skip]
         conn.send(("tasks", tasks))
         for task in tasks:
             conn.send(("start", task))

@@ -101,7 +101,8 @@ def _argument_leaf(obj):
         return TokenizerRef()
     if isinstance(spec, zoo.ModelSpec):
         if zoo.fingerprint(obj) != obj._autograder_fingerprint:
-            raise WireError("a zoo model was modified before being passed to the submission; pass a fresh zoo.tiny_model(...)")
+            raise WireError("a zoo model was modified before being passed to the submission; "
+                            "pass a fresh zoo.tiny_model(...)")
         return ModelRef(spec)
     raise WireError(f"cannot pass a {type(obj).__name__} to a submission (see docs/authoring.md)")
 

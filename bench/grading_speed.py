@@ -58,7 +58,8 @@ def main() -> None:
     code = extract(ROOT / "samples" / first_assignment.id / "correct.ipynb")
     first_start, warm_start = warm_sandbox_start_s(first_assignment, code)
     rows.append(("cold `import torch, transformers` (new process)", f"{cold:.2f} s", "1.0x"))
-    rows.append(("sandbox start, forkserver cold (once per process; once per batch in `grade`)", f"{first_start:.2f} s", f"{first_start / cold:.2f}x"))
+    rows.append(("sandbox start, forkserver cold (once per process; once per batch in `grade`)",
+                 f"{first_start:.2f} s", f"{first_start / cold:.2f}x"))
     rows.append((f"sandbox start from the warm forkserver, walls built (median of {REPEATS})",
                  f"{warm_start * 1000:.0f} ms", f"{warm_start / cold:.3f}x"))
     _, bare_start = warm_sandbox_start_s(first_assignment, code, isolate=False)

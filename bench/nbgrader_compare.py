@@ -10,7 +10,8 @@ batch of 20 one endless loop (10 s call timeout on both sides). Every command st
 Rows: one correct submission (whole command); the batches of 19 and 20 (nbgrader grades one notebook
 after another; this project with 1 and 2 workers); the marginal cost of one more submission; and 2
 workers against 1 on a batch of 40, whole command and without the command's start (from
-`grade --profile`: the first submission's start to the last one's end). `--skip-nbgrader` leaves nbgrader's side out (about half the run).
+`grade --profile`: the first submission's start to the last one's end). `--skip-nbgrader` leaves
+nbgrader's side out (about half the run).
 """
 
 from __future__ import annotations

@@ -89,7 +89,8 @@ def _notebook_code(path: Path) -> str:
     except (OSError, ValueError, AttributeError):
         return ""
     sources = ("".join(c.get("source", "")) for c in cells if isinstance(c, dict) and c.get("cell_type") == "code")
-    return "\n".join(line for source in sources for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+    return "\n".join(line for source in sources for line in source.splitlines()
+                     if not line.lstrip().startswith(("%", "!")))
 
 
 def _installed(name: str, root: Path) -> bool:

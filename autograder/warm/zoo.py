@@ -1,5 +1,6 @@
 """Preloaded by the forkserver when the hidden suite uses the zoo: build the pristine models and tokenizer
-that the hidden tests use and `autograder.wire` hands to student code, so forked sandboxes inherit them (copy-on-write)."""
+that the hidden tests use and `autograder.wire` hands to student code, so forked sandboxes inherit
+them (copy-on-write)."""
 
 import gc
 
