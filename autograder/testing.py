@@ -105,10 +105,12 @@ def _reference_key(value):
             return None
         data = value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
         return "tensor", value.dtype, tuple(value.shape), str(value.device), hashlib.sha256(data).hexdigest()
+    # The zoo's mark is read from the object's own __dict__: an object from the submission (a handle)
+    # answers any attribute from the sandbox, and could claim to be a zoo tokenizer to share a key.
+    spec = getattr(value, "__dict__", {}).get("_autograder_spec")
     if isinstance(value, torch.nn.Module):
-        spec = getattr(value, "_autograder_spec", None)
         return None if spec is None else ("model", spec, zoo.fingerprint(value))
-    if getattr(value, "_autograder_spec", None) == "tokenizer":
+    if spec == "tokenizer" and type(value).__module__.startswith("transformers."):
         return "tokenizer", repr(value)
     if isinstance(value, (list, tuple)):
         items = tuple(_reference_key(v) for v in value)

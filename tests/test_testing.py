@@ -338,3 +338,28 @@ def test_the_reference_cache_keeps_a_bounded_number_of_values(monkeypatch):
     square(torch.ones(17))  # too large to keep: computed and given back, not cached
     assert len(square.cache) == 3 and square.cache[next(reversed(square.cache))][0] == 1
     assert torch.equal(square(torch.full((17,), 2.0)), torch.full((17,), 4.0))
+
+
+def test_an_object_that_claims_any_attribute_is_never_a_reference_key():
+    """A handle on a submission's object answers every attribute from the sandbox; claiming to be the
+    zoo's tokenizer must not give two different objects one key (one submission's reference reused)."""
+    from autograder import zoo
+    from autograder.testing import reference
+
+    class Claims:
+        def __getattr__(self, name):
+            return "tokenizer"
+
+        def __repr__(self):
+            return "same"
+
+    calls = []
+
+    @reference
+    def echo(value):
+        calls.append(value)
+        return len(calls)
+
+    assert echo(Claims()) == 1 and echo(Claims()) == 2
+    tokenizer = zoo.tiny_tokenizer()
+    assert echo(tokenizer) == 3 and echo(zoo.tiny_tokenizer()) == 3  # the real one is keyed
