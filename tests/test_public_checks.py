@@ -52,7 +52,7 @@ def _test_cells(notebook: Path):
 
 @pytest.fixture(params=sorted(COURSE.assignments))
 def assignment(request, monkeypatch):
-    monkeypatch.setattr(checks, "_CHECKS", defaultdict(list))
+    monkeypatch.setattr(checks, "REGISTERED", defaultdict(list))
     a = COURSE.get(request.param)
     spec = importlib.util.spec_from_file_location(f"public_checks_{a.id}", a.source_dir / "public_checks.py")
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
@@ -62,19 +62,19 @@ def assignment(request, monkeypatch):
 def test_every_task_the_notebook_checks_has_public_checks(assignment):
     tasks = _tasks_checked_in(assignment.source_dir / f"{assignment.id}.ipynb")
     assert tasks, "the notebook calls check(...) nowhere"
-    assert sorted(set(tasks)) == sorted(checks._CHECKS)
+    assert sorted(set(tasks)) == sorted(checks.REGISTERED)
 
 
 def test_the_solution_passes_every_public_check(assignment):
     namespace = _namespace(assignment.source_dir / f"{assignment.id}.ipynb")
-    for task in checks._CHECKS:
+    for task in checks.REGISTERED:
         failed = [(name, msg) for name, ok, msg in checks.run_checks(task, namespace) if not ok]
         assert failed == [], task
 
 
 def test_the_unsolved_release_is_told_what_to_do(assignment):
     namespace = _namespace(assignment.release_dir / f"{assignment.id}.ipynb")
-    for task in checks._CHECKS:
+    for task in checks.REGISTERED:
         with redirect_stdout(io.StringIO()) as printed:
             namespace["check"] = checks.check
             exec(f"check({task!r})", namespace)
