@@ -206,12 +206,13 @@ def _answer(request: dict, namespace: dict, handles: dict, tripwires: Tripwires,
         return wire.encode_message(_error_report("exception", exc))
 
 
-def _silence_output() -> None:
-    """What submission code prints or warns would land in the TA's terminal, among the progress lines:
-    a flood of it, or escape sequences that rewrite the screen. Nobody reads it there (exceptions and
-    exits reach the feedback through the grader), so the sandbox writes to /dev/null."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    for fd in (1, 2):
+def _detach_from_terminal() -> None:
+    """The sandbox inherits the TA's terminal as stdin, stdout and stderr. Submission code could read
+    the TA's keystrokes from it, and what it prints or warns would land among the progress lines: a
+    flood, or escape sequences that rewrite the screen. Nobody reads it there (exceptions and exits
+    reach the feedback through the grader), so all three are /dev/null."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.close(devnull)
 
@@ -220,7 +221,7 @@ def child_main(conn, setup: SandboxSetup) -> None:
     """Entry point of a sandbox process (runs in the forkserver's child)."""
     import torch
 
-    _silence_output()
+    _detach_from_terminal()
     try:
         begin = time.perf_counter()
         walls = isolation.Walls(setup.workdir, setup.memory_mb, setup.protected, setup.user_namespace, setup.owner)

@@ -276,19 +276,21 @@ def test_a_submission_that_takes_its_worker_down_is_recorded_after_one_retry(mak
     assert "3 unchanged submissions were not regraded" in capsys.readouterr().out
 
 
-def test_what_a_submission_prints_never_reaches_the_tas_terminal(make_course, tmp_path):
+def test_a_submission_neither_reads_nor_writes_the_tas_terminal(make_course, tmp_path):
     """Prints, warnings and escape sequences (here: clear the screen) at load and in a graded call stay
-    in the sandbox; the TA sees the progress lines and the score table."""
+    in the sandbox; the TA sees the progress lines and the score table. What the TA types (here: the
+    grade command's stdin) cannot be read: a submission that finds any of it fails its check."""
     root = make_course()
-    noisy = ("import sys, warnings\nprint('LOUD-AT-LOAD\\x1b[2J')\n" + CORRECT.replace(
+    noisy = ("import os, sys, warnings\nprint('LOUD-AT-LOAD\\x1b[2J')\n" + CORRECT.replace(
         "def top_k_filter(logits, k):\n",
         "def top_k_filter(logits, k):\n    print('LOUD-IN-CALL' * 1000)\n    sys.stderr.write('LOUD-STDERR')\n"
-        "    warnings.warn('LOUD-WARNING')\n"))
+        "    warnings.warn('LOUD-WARNING')\n"
+        "    if os.read(0, 100):\n        raise RuntimeError('read the TA typing')\n"))
     write_notebook(tmp_path / "batch" / "team.ipynb", [nbformat.v4.new_code_cell(noisy)])
     write_notebook(tmp_path / "batch" / "quiet.ipynb", [nbformat.v4.new_code_cell(CORRECT)])
     done = subprocess.run([sys.executable, "-m", "autograder.cli", "--course-root", str(root), "grade", ASSIGNMENT,
                            str(tmp_path / "batch"), "--gradebook", str(tmp_path / "g.db")],
-                          capture_output=True, text=True, timeout=300)
+                          input="my password\n" * 100, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "team" in done.stdout and "LOUD" not in done.stdout + done.stderr and "\x1b[2J" not in done.stdout
     with Gradebook.open(tmp_path / "g.db") as gradebook:
