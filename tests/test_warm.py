@@ -3,7 +3,10 @@ and sandboxes fork from it, never from the worker that holds reference values.""
 
 from __future__ import annotations
 
+import os
+
 import nbformat
+import pytest
 
 from autograder import warm
 from autograder.config import load_course
@@ -184,3 +187,56 @@ def test_grading_processes_never_import_the_iri_grammar_library():
              "try:\n    nbformat.validate(nb)\nexcept nbformat.ValidationError:\n    print('rejected')\n")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "rejected", done.stderr
+
+
+READS_ITS_MEMORY = '''import ctypes, os
+
+
+def environment_strings():
+    """Everything between the stack's end and the top of its mapping, where the process's environment
+    strings stay whatever os.environ says (write() reports unmapped memory instead of crashing)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    address = ctypes.c_void_p.in_dll(libc, "__libc_stack_end").value
+    r, w = os.pipe()
+    found = b""
+    while (n := libc.write(w, ctypes.c_void_p(address), 4096 - address % 4096)) > 0:
+        found += os.read(r, n)
+        address += n
+    return found.decode(errors="replace")
+'''
+MEMORY_SUITE = '''import pytest
+
+
+@pytest.mark.points(1)
+def test_no_secret_in_memory(submission):
+    seen = submission.environment_strings()
+    assert "PATH=" in seen, "the probe read no environment at all"
+    assert "c4n4ry" not in seen and "hf_s3cret" not in seen, "the grader's environment reached the sandbox"
+'''
+
+
+@pytest.mark.parametrize("how", ["grade", "pytest --submission"])
+def test_the_tas_environment_never_reaches_a_sandboxs_memory(tmp_path, how):
+    """A process's environment strings stay in its memory, and sandboxes are forked from a forkserver:
+    it starts with only what Python, torch and CUDA need, never a token or a password."""
+    import subprocess
+    import sys
+
+    root = write_course(tmp_path, READS_ITS_MEMORY, {"test_memory.py": MEMORY_SUITE}, points=1)
+    notebook = write_notebook(tmp_path / "batch" / "team.ipynb", [nbformat.v4.new_code_cell(READS_ITS_MEMORY)])
+    write_notebook(tmp_path / "batch" / "other.ipynb", [nbformat.v4.new_code_cell(READS_ITS_MEMORY)])
+    env = os.environ | {"GRADER_CANARY": "c4n4ry", "HF_TOKEN": "hf_s3cret", "AUTOGRADER_COURSE_ROOT": str(root)}
+    if how == "grade":
+        command = [sys.executable, "-m", "autograder.cli", "grade", ASSIGNMENT, str(tmp_path / "batch"),
+                   "--gradebook", str(tmp_path / "g.db")]
+    else:
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "autograder.oracle", "--submission", str(notebook),
+                   "-p", "no:cacheprovider", str(root / "grader_tests" / ASSIGNMENT)]
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    if how == "grade":
+        assert done.returncode == 0, done.stderr
+        with Gradebook.open(tmp_path / "g.db") as gradebook:
+            [result] = gradebook.get(ASSIGNMENT, "team").results
+        assert result.status == "passed", result.message
+    else:
+        assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout + done.stderr

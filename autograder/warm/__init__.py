@@ -12,6 +12,7 @@ This package's top level imports no torch: the `grade` command plans the forkser
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.util
 import json
 import multiprocessing
@@ -123,6 +124,33 @@ def modules_for(assignment: Assignment, base: list[str], extra=()) -> list[str]:
     return [*base, *extra, NUMERICS, *([ZOO] if zoo else [])]
 
 
+# What a forkserver's environment keeps of the grader's: what Python, torch, CUDA and the libraries
+# need to run. A process's environment stays in its memory (clearing os.environ does not erase the
+# strings), and sandboxes are forked from the forkserver: a submission reading its own memory would
+# find the TA's tokens and passwords. Names that look like secrets go even when allowed.
+_ENVIRONMENT_KEPT = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM", "PYTHONPATH",
+                     "PYTHONHOME", "PYTHONHASHSEED", "VIRTUAL_ENV", "LD_LIBRARY_PATH"}
+_ENVIRONMENT_KEPT_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "OMP_", "MKL_", "KMP_", "OPENBLAS_", "TORCH_", "PYTORCH_",
+                              "BNB_", "CONDA_", "HF_", "TRANSFORMERS_", "AUTOGRADER_")
+_SECRET_LOOKING = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|KEY", re.IGNORECASE)
+
+
+@contextlib.contextmanager
+def grader_environment():
+    """While a forkserver starts (it inherits the environment): only `_ENVIRONMENT_KEPT` of it."""
+    saved = dict(os.environ)
+    kept = {name: value for name, value in saved.items()
+            if (name in _ENVIRONMENT_KEPT or name.startswith(_ENVIRONMENT_KEPT_PREFIXES))
+            and not _SECRET_LOOKING.search(name)}
+    os.environ.clear()
+    os.environ.update(kept)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def start(assignment: Assignment):
     """Start the batch's forkserver in the `grade` process; returns its context, its address and when
     it was asked for (a worker's first submission reports how long the forkserver took to serve it)."""
@@ -135,7 +163,8 @@ def start(assignment: Assignment):
         os.close(server._forkserver_alive_fd)
         server._forkserver_pid = server._forkserver_address = server._forkserver_alive_fd = None
     ctx.set_forkserver_preload(preload)
-    multiprocessing.forkserver.ensure_running()
+    with grader_environment():
+        multiprocessing.forkserver.ensure_running()
     return ctx, (server._forkserver_address, getattr(server, "_forkserver_authkey", None)), requested_at
 
 
