@@ -781,13 +781,15 @@ def child_batch(assignment_id: str, result_path: Path) -> None:
     for n in range(BATCH_SIZE):
         sid, path = samples[n % len(samples)]
         shutil.copy(path, batch / f"team{n:03d}_{sid}.ipynb")
-    data = {"jobs": jobs, "done": 0, "failures": 0, "seconds": None}
+    data = {"jobs": jobs, "done": 0, "failures": 0, "seconds": None, "stages": {}}
     begin = time.perf_counter()
 
     def on_done(job, outcome) -> None:
         data["done"] += 1
         data["failures"] += isinstance(outcome, BaseException)
         data["seconds"] = round(time.perf_counter() - begin, 2)
+        for stage, seconds in ({} if isinstance(outcome, BaseException) else outcome.stages).items():
+            data["stages"][stage] = round(data["stages"].get(stage, 0.0) + seconds, 3)
         result_path.write_text(json.dumps(data))
 
     with Gradebook.open(batch / "gradebook.db") as gradebook:
@@ -815,6 +817,9 @@ def batch_finish(rec: Record, runner: Runner, handle, limit: float) -> None:
     if data["done"]:
         rec.fact(f"{data['done']} hand-ins of {GPU_ASSIGNMENT} in {data['seconds']} s with {data['jobs']} workers: "
                  f"{data['seconds'] / data['done']:.2f} s per hand-in")
+        slowest = sorted(data.get("stages", {}).items(), key=lambda item: -item[1])[:6]
+        rec.fact("where a hand-in's time went (mean s): " + ", ".join(
+            f"{stage} {seconds / data['done']:.3f}" for stage, seconds in slowest))
 
 
 def run_child_mode(argv: list[str]) -> int:
