@@ -29,8 +29,9 @@ Without CUDA (any development machine) the GPU parts print "skipped: no CUDA" an
 normal CPU path. Grading, probes and verify run in child processes of this script with hard time
 limits, so a hang costs one section, not the run. Environment: OUT (folder for files that come
 back; default a new temp folder), GPU_CHECK_BUDGET_S (wall budget, default 450 s), GPU_CHECK_JOBS
-(grading workers, default 8), GPU_CHECK_BATCH (hand-ins in section g, default 100), GPU_CHECK_CAP_SCALE (multiplies the per-section time caps, which
-are sized for the 16-core runner; default 1).
+(grading workers, default 8), GPU_CHECK_BATCH (hand-ins in section g, default 100),
+GPU_CHECK_CAP_SCALE (multiplies the per-section time caps, which are sized for the 16-core runner;
+default 1).
 """
 
 from __future__ import annotations
