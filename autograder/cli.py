@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import sys
 import time
@@ -128,6 +129,11 @@ def cmd_grade(course: Course, args: argparse.Namespace) -> int:
     if args.chunk_size < 1:
         print(f"autograder: error: --chunk-size must be at least 1, not {args.chunk_size}", file=sys.stderr)
         return 2
+    if args.profile and not (args.profile.parent.is_dir() and os.access(args.profile.parent, os.W_OK)):
+        # said before the batch, not after it: the profile of a long batch would be lost
+        print(f"autograder: error: --profile {args.profile}: cannot write a file in {args.profile.parent}",
+              file=sys.stderr)
+        return 2
     cluster = None if args.executor == "pool" else Cluster(
         "local" if args.executor == "submitit-local" else "slurm", args.cluster_folder, args.slurm_partition,
         args.chunk_size)
@@ -160,7 +166,12 @@ def cmd_grade(course: Course, args: argparse.Namespace) -> int:
             results = {r.submission_id: r for r in gradebook.submissions(assignment.id)
                        if r.submission_id in submissions}
     if args.profile:
-        _write_profile(args.profile, assignment.id, args, progress.stages)
+        try:
+            _write_profile(args.profile, assignment.id, args, progress.stages)
+        except OSError as exc:
+            print(f"autograder: error: the grades are recorded, but the profile could not be written: {exc}",
+                  file=sys.stderr)
+            return 2
     _print_scores(assignment, results, set(skipped), not_handins, handin_problems)
     for sid, failure in failures.items():
         console.print(_plain(f"grader failure on {sid} (not recorded, rerun to retry): {failure}", style="red"))

@@ -69,3 +69,12 @@ def test_figures_from_the_sandbox_are_clamped_to_what_the_grader_measured():
     assert timings.reported(-5, 2.0) == 0.0
     assert timings.reported("lots", 2.0) == 0.0
     assert timings.reported(0.5, 2.0) == 0.5
+
+
+def test_a_profile_that_cannot_be_written_is_refused_before_the_batch(tmp_path, capsys):
+    root = write_course(tmp_path, CORRECT, {"test_double.py": SUITE}, points=1)
+    write_notebook(tmp_path / "batch" / "good.ipynb", [nbformat.v4.new_code_cell(CORRECT)])
+    db = tmp_path / "g.db"
+    assert main(["--course-root", str(root), "grade", ASSIGNMENT, str(tmp_path / "batch"), "--gradebook", str(db),
+                 "--profile", str(tmp_path / "missing" / "profile.json")]) == 2
+    assert "cannot write a file in" in capsys.readouterr().err and not db.exists()
