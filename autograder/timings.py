@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import time
 
@@ -97,7 +98,9 @@ def recording(stages: Stages):
 
 def reported(value, at_most: float) -> float:
     """A duration the sandbox reported, as a number between 0 and what the grader measured around it."""
-    return min(max(float(value), 0.0), at_most) if isinstance(value, (int, float)) else 0.0
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return 0.0
+    return min(max(float(value), 0.0), at_most)
 
 
 def process_age_s() -> float | None:

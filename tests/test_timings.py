@@ -68,6 +68,7 @@ def test_figures_from_the_sandbox_are_clamped_to_what_the_grader_measured():
     assert timings.reported(1e9, 2.0) == 2.0
     assert timings.reported(-5, 2.0) == 0.0
     assert timings.reported("lots", 2.0) == 0.0
+    assert timings.reported(float("nan"), 2.0) == 0.0 and timings.reported(float("inf"), 2.0) == 0.0
     assert timings.reported(0.5, 2.0) == 0.5
 
 
