@@ -432,8 +432,10 @@ def run_suite(assignment: Assignment, code: Extracted, isolate: bool = True, tra
     # No ini file: the course's own pytest settings (the framework's tests) must not leak in. Nor a
     # conftest.py above the suite; and without --confcutdir pytest 9 lists every folder above it
     # (all of /tmp, say) at each run.
+    # Nor the pytest plugins that happen to be installed on the grading machine (anyio's, say): a
+    # grade must not depend on them, and finding and loading them was a third of pytest's start-up.
     args = [str(assignment.tests_dir), "-c", os.devnull, "--rootdir", str(assignment.tests_dir),
-            "--confcutdir", str(assignment.tests_dir),
+            "--confcutdir", str(assignment.tests_dir), "--disable-plugin-autoload",
             *(arg for plugin in UNUSED_PYTEST_PLUGINS for arg in ("-p", f"no:{plugin}")),
             "--assert=plain", "-W", "ignore"]
     if only_gpu:

@@ -243,3 +243,18 @@ def test_a_conftest_above_the_suite_is_never_loaded(tmp_path):
         "import pytest\n\n@pytest.fixture(autouse=True)\ndef planted():\n    raise RuntimeError('a conftest above the suite ran')\n")
     results = grade(load_course(root).get(ASSIGNMENT), CORRECT, tmp_path)
     assert results["test_doubles"].status == "passed", results["test_doubles"].message
+
+
+def test_pytest_plugins_installed_on_the_grading_machine_are_not_loaded(tmp_path):
+    """A grade must not depend on which pytest plugins the grading machine has installed."""
+    import importlib.metadata
+
+    installed = sorted({ep.name for ep in importlib.metadata.entry_points(group="pytest11")})
+    if not installed:
+        pytest.skip("no pytest plugin is installed here to leave out")
+    suite = ("import pytest\n\n@pytest.mark.points(1)\ndef test_plugins(submission, request):\n"
+             f"    loaded = [name for name in {installed!r} if request.config.pluginmanager.has_plugin(name)]\n"
+             "    assert not loaded, f'loaded {loaded}'\n")
+    root = write_course(tmp_path, CORRECT, {"test_one.py": suite}, points=1)
+    results = grade(load_course(root).get(ASSIGNMENT), CORRECT, tmp_path)
+    assert results["test_plugins"].status == "passed", results["test_plugins"].message
