@@ -82,6 +82,11 @@ not. Your graded functions must not rely on anything else set at the top level: 
 function, pass it as an argument or make it an UPPER_CASE constant. The grader has only the course's
 packages (torch, transformers, ...): an import of anything else fails there.
 
+**Time and memory.** Each call of a graded function may take {call:g} s, all calls together {total:g} s,
+and your code may use {memory} MB of memory. A function that runs out of time in two calls in a row is not
+called again for your notebook (its later checks fail as timeouts); a call that finishes in between resets
+the count, so a function that finishes every call in time is never skipped. Prints are not shown anywhere.
+
 **Check** each task with the public check under it (hints only; hidden tests grade).
 
 **Validate** the whole notebook before handing in: save it, then run the last cell (`validate()`), or in a
@@ -349,7 +354,10 @@ def _hidden_lines(cell, where: str) -> list[tuple[int, str]]:
 
 
 def _compile_notebook(nb: nbformat.NotebookNode, assignment: Assignment) -> bytes:
-    nb.cells.insert(0, nbformat.v4.new_markdown_cell(GUIDE.format(pack=PACK), id="before-you-hand-in", metadata={
+    limits = assignment.limits
+    guide = GUIDE.format(pack=PACK, call=limits.call_timeout_s, total=limits.submission_timeout_s,
+                         memory=limits.memory_mb)
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell(guide, id="before-you-hand-in", metadata={
         "nbgrader": {"grade_id": _GUIDE_ID, "solution": False, "grade": False, "locked": True, "schema_version": 3}}))
     nb.cells.append(nbformat.v4.new_code_cell(VALIDATE_CALL, id="validate", metadata={"nbgrader": {
         "grade_id": _VALIDATE_ID, "solution": False, "grade": True, "locked": True, "points": 0,

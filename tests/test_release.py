@@ -84,6 +84,14 @@ def test_cells_carry_locks_and_checksums(assignment):
     assert "editable" not in answer.metadata and "editable" not in reflection.metadata
 
 
+def test_the_first_cell_states_the_assignments_time_and_memory_limits(make_course, course_config):
+    """A student who does not know the limits can break them: the release says them, as configured."""
+    course_config["DEFAULTS"]["limits"].update(call_timeout_s=7, submission_timeout_s=90, memory_mb=1536)
+    guide = released_notebook(assignment_of(make_course(config=course_config))).cells[0].source
+    assert "may take 7 s, all calls together 90 s,\nand your code may use 1536 MB of memory" in guide
+    assert "two calls in a row is not called again" in guide
+
+
 def test_other_source_files_are_copied_byte_for_byte(assignment):
     files = compile_assignment(assignment)
     assert sorted(files) == ["01_demo.ipynb", "data/weights.bin", "public_checks.py"]
