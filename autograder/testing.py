@@ -62,6 +62,7 @@ def reference(function):
     cache: collections.OrderedDict = collections.OrderedDict()
 
     @functools.wraps(function)
+    @timings.timed("reference values")
     def cached(*args, **kwargs):
         key = _reference_key((args, kwargs))
         if key is None:

@@ -17,7 +17,7 @@ import time
 
 # Stage name -> what it covers, in the order of the data flow. Per batch: the first three and the last;
 # per submission: the others. "hidden tests' own code" is what is left of the suite's run once the
-# other stages inside it are taken out: reference values, inputs, fixtures.
+# other stages inside it are taken out: inputs, fixtures, reference code not marked `@reference`.
 STAGES = {
     "CLI start": "interpreter start and the CLI's imports, before `main` runs",
     "forkserver start": "the batch's forkserver imports torch, pytest and the grader (until the first worker is up)",
@@ -32,7 +32,8 @@ STAGES = {
     "call transport": "arguments encoded and sent, results received: round trip minus the sandbox's time",
     "result decoding": "results decoded with the restricted loader",
     "comparisons": "assert_close and the other checks of `autograder.testing`",
-    "hidden tests' own code": "reference values, inputs and fixtures: the rest of the suite's run",
+    "reference values": "the suite's `@reference` computations (cached per worker) and their copies",
+    "hidden tests' own code": "inputs, fixtures, other reference code: the rest of the suite's run",
     "pytest wrap-up": "pytest's session end",
     "gradebook write": "the result committed to SQLite (in the `grade` process)",
 }

@@ -15,13 +15,18 @@ from conftest import ASSIGNMENT, write_course, write_notebook
 
 SUITE = '''import pytest
 import torch
-from autograder.testing import assert_close
+from autograder.testing import assert_close, reference
+
+
+@reference
+def doubled(x):
+    return x * 2
 
 
 @pytest.mark.points(1)
 def test_double(submission):
     x = torch.arange(6.0)
-    assert_close(submission.double(x), x * 2, what="double")
+    assert_close(submission.double(x), doubled(x), what="double")
 '''
 CORRECT = "def double(x):\n    return x * 2\n"
 ENDLESS = "def double(x):\n    while True:\n        pass\n"
@@ -42,7 +47,7 @@ def test_profile_puts_an_endless_loop_in_the_students_time_and_covers_every_subm
     assert loops["stages"]["student's calls (sandbox)"] >= CALL_TIMEOUT_S
     assert good["stages"]["student's calls (sandbox)"] < 1
     for stage in ("notebook read and extraction", "pytest collection", "sandbox fork", "isolation set-up",
-                  "hidden tests' own code", "comparisons", "gradebook write"):
+                  "hidden tests' own code", "comparisons", "reference values", "gradebook write"):
         assert good["stages"][stage] > 0, stage
     # One worker: its first submission carries the batch's start, the other none of it.
     assert sum("forkserver start" in entry["stages"] for entry in (good, loops)) == 1
