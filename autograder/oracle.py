@@ -20,6 +20,7 @@ import os
 import re
 import tempfile
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -404,6 +405,28 @@ class OraclePlugin:
         ))
 
 
+# The suite whose modules this process holds: its folder and each file's (path, mtime, size).
+_loaded_suite: tuple[Path, tuple] | None = None
+
+
+def _forget_other_suites(tests_dir: Path) -> None:
+    """pytest imports a suite's modules under their bare names (`test_attention`, `transformer_references`)
+    and keeps them for the next run, which makes collection cheap for a worker's next submission. A
+    process that then runs another suite, or this one edited (verify and mutants of several assignments,
+    a by-hand run), must not find the first one's modules under those names: they are dropped."""
+    global _loaded_suite
+    files = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(tests_dir.rglob("*.py")))
+    if _loaded_suite is not None and _loaded_suite != (tests_dir, files):
+        old_dir = _loaded_suite[0]
+        for name, module in list(sys.modules.items()):
+            location = getattr(module, "__file__", None)
+            if location and Path(location).is_relative_to(old_dir):
+                del sys.modules[name]
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(old_dir))
+    _loaded_suite = (tests_dir, files)
+
+
 # Stages timed inside the hidden tests; what is left of the tests' time is their own code.
 _INSIDE_TESTS = ("sandbox fork", "isolation set-up", "notebook load (sandbox)", "student's calls (sandbox)",
                  "call transport", "result decoding", "comparisons", "reference values")
@@ -443,6 +466,7 @@ def run_suite(assignment: Assignment, code: Extracted, isolate: bool = True, tra
     stages = timings.current()
     inside_tests = sum(stages.get(name, 0.0) for name in _INSIDE_TESTS)
     begin = time.perf_counter()
+    _forget_other_suites(assignment.tests_dir)
     try:
         with contextlib.redirect_stdout(None):
             exit_code = pytest.main(args, plugins=[plugin])

@@ -258,3 +258,18 @@ def test_pytest_plugins_installed_on_the_grading_machine_are_not_loaded(tmp_path
     root = write_course(tmp_path, CORRECT, {"test_one.py": suite}, points=1)
     results = grade(load_course(root).get(ASSIGNMENT), CORRECT, tmp_path)
     assert results["test_plugins"].status == "passed", results["test_plugins"].message
+
+
+def test_suites_with_the_same_file_names_graded_in_one_process_each_run_their_own_tests(tmp_path):
+    """pytest keeps a suite's modules under their bare names: verify of several assignments, or a suite
+    edited between runs, must run the tests now on disk, not the ones imported first."""
+    def suite(name: str) -> str:
+        return f"import pytest\n\n@pytest.mark.points(1)\ndef test_{name}(submission):\n    pass\n"
+
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    first = write_course(tmp_path / "a", CORRECT, {"test_same.py": suite("first")}, points=1)
+    second = write_course(tmp_path / "b", CORRECT, {"test_same.py": suite("second")}, points=1)
+    assert list(grade(load_course(first).get(ASSIGNMENT), CORRECT, tmp_path / "a")) == ["test_first"]
+    assert list(grade(load_course(second).get(ASSIGNMENT), CORRECT, tmp_path / "b")) == ["test_second"]
+    (second / "grader_tests" / ASSIGNMENT / "test_same.py").write_text(suite("edited") + "\n")
+    assert list(grade(load_course(second).get(ASSIGNMENT), CORRECT, tmp_path / "b")) == ["test_edited"]
