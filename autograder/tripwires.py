@@ -14,7 +14,11 @@ layers watch during a forbidden-marked call:
 A call counts as the student's when submission code (`<cell N>`) is on the stack above it and no
 grader-provided model's module sits between the two: a zoo model's own forward may use SDPA; the
 student's code, or a library helper it calls directly, may not. A violation is remembered even if
-student code swallows the exception, and removing the modes during a call counts as one.
+student code swallows the exception. Removing the modes during a call counts as one, and so does
+switching them off or popping them for a while from submission code; a thread started during the call
+is watched too (the mode stacks are per thread). These checks live in the sandbox's own process, so
+code that digs out the originals (closures, a forked child, ctypes) can still get past them: they
+catch the shortcuts a student finds, the verdicts are safe regardless.
 """
 
 from __future__ import annotations
@@ -37,6 +41,19 @@ KERNEL_FAMILIES = {
     ),
 }
 _OPERATOR_NAMESPACES = {"torch": "aten", "bitsandbytes": "bitsandbytes"}
+# Ways to take torch calls out of the modes' sight within one call, ending with the modes back in place:
+# switching them off, popping them for a while. Called from submission code during a watched call,
+# they count as removing the checks. (Called from torch's own code, they are torch's business.)
+_MODE_ESCAPES = (
+    ("torch._C", "DisableTorchFunction"), ("torch._C", "_DisableTorchDispatch"),
+    ("torch._C", "_pop_torch_function_stack"), ("torch._C", "_pop_torch_dispatch_stack"),
+    ("torch.overrides", "_pop_mode"), ("torch.overrides", "_pop_mode_temporarily"),
+    ("torch.utils._python_dispatch", "_pop_mode"), ("torch.utils._python_dispatch", "_pop_mode_temporarily"),
+    ("torch.utils._python_dispatch", "_disable_current_modes"),
+)
+# The mode stacks are per thread: a thread started during a watched call gets modes of its own.
+_THREAD_STARTS = (("_thread", "start_new_thread"), ("_thread", "start_joinable_thread"),
+                  ("threading", "_start_new_thread"), ("threading", "_start_joinable_thread"))
 TAMPERED = "the grader's checks for forbidden calls (a torch function or dispatch mode was removed)"
 
 
@@ -92,8 +109,45 @@ class Tripwires:
         self._known_objects: dict[str, object] = {}
         self._allowed_modules: set[int] = set()
         self._verdicts: dict[object, str | None] = {}
+        self._modes_watching = False
         for api in apis:
             self._arm(api)
+        self._guard_mode_escapes()
+
+    def _guard_mode_escapes(self) -> None:
+        """Replace the `_MODE_ESCAPES` and `_THREAD_STARTS` where submission code finds them."""
+        tripwires, torch_dir = self, torch.__file__.rsplit("/", 1)[0] + "/"
+        for module_name, name in _MODE_ESCAPES:
+            original = getattr(importlib.import_module(module_name), name, None)
+            if original is None:
+                continue
+
+            def escape(*args, _original=original, **kwargs):
+                caller = sys._getframe(1)
+                if (tripwires._modes_watching and not caller.f_code.co_filename.startswith(torch_dir)
+                        and tripwires.from_submission(caller)):
+                    tripwires.violations.append(TAMPERED)
+                    raise ForbiddenCall(TAMPERED)
+                return _original(*args, **kwargs)
+
+            setattr(importlib.import_module(module_name), name, escape)
+        for module_name, name in _THREAD_STARTS:
+            original = getattr(importlib.import_module(module_name), name, None)
+            if original is None:
+                continue
+
+            def start(function, *args, _original=original, **kwargs):
+                if tripwires._modes_watching:
+                    function = tripwires._watched_in_thread(function)
+                return _original(function, *args, **kwargs)
+
+            setattr(importlib.import_module(module_name), name, start)
+
+    def _watched_in_thread(self, function):
+        def run(*args, **kwargs):
+            with _FunctionMode(self), _DispatchMode(self):
+                return function(*args, **kwargs)
+        return run
 
     def _arm(self, api: str) -> None:
         found = None if "::" in api else _resolve(api)
@@ -168,9 +222,10 @@ class Tripwires:
             for mode in modes:
                 mode.__enter__()
                 entered.append(mode)
+            self._modes_watching = bool(entered)
             yield
         finally:
-            self.active = frozenset()
+            self.active, self._modes_watching = frozenset(), False
             if entered and not _modes_in_place(entered):
                 self.violations.append(TAMPERED)
             for mode in reversed(entered):

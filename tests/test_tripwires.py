@@ -63,6 +63,31 @@ SHORTCUTS = textwrap.dedent('''
     def generate(model, ids):
         return model.generate(ids, max_new_tokens=2, do_sample=False)
 
+    def switch_the_modes_off(q):
+        with torch._C.DisableTorchFunction(), torch._C._DisableTorchDispatch():
+            return F.scaled_dot_product_attention(q, q, q)
+
+    def pop_the_modes_for_a_while(q):
+        from torch.overrides import _pop_mode_temporarily as pop_function_mode
+        from torch.utils._python_dispatch import _pop_mode_temporarily as pop_dispatch_mode
+
+        with pop_function_mode(), pop_dispatch_mode():
+            return F.scaled_dot_product_attention(q, q, q)
+
+    def _in_a_thread(work):
+        import threading
+        out = {}
+        thread = threading.Thread(target=lambda: out.setdefault("result", work()))
+        thread.start()
+        thread.join()
+        return out.get("result")
+
+    def attention_in_a_thread(q):
+        return _in_a_thread(lambda: F.scaled_dot_product_attention(q, q, q))
+
+    def by_hand_in_a_thread(q):
+        return _in_a_thread(lambda: by_hand(q))
+
     def pop_the_checks(q):
         for _ in range(4):
             try:
@@ -123,6 +148,23 @@ def test_removing_the_checks_during_a_call_fails_it(session):
     assert call(session, "by_hand", q, forbidden=(SDPA,)).shape == q.shape  # the next call is watched again
     with pytest.raises(StudentFault, match="called"):
         call(session, "by_name", q, forbidden=(SDPA,))
+
+
+@pytest.mark.parametrize("function", ["switch_the_modes_off", "pop_the_modes_for_a_while"])
+def test_switching_the_checks_off_for_a_while_fails_the_call(session, function):
+    """The modes are back in place when such a call returns: it is the switching itself that counts."""
+    q = torch.randn(1, 1, 3, 4)
+    with pytest.raises(StudentFault, match=f"`{function}` disabled the grader's checks for forbidden calls"):
+        call(session, function, q, forbidden=(SDPA,))
+    assert call(session, "switch_the_modes_off", q).shape == q.shape  # where nothing is forbidden, it is allowed
+
+
+def test_a_thread_started_during_a_call_is_watched_too(session):
+    """The torch modes are per thread; a thread of the submission's gets them too."""
+    q = torch.randn(1, 1, 3, 4)
+    with pytest.raises(StudentFault, match=f"`attention_in_a_thread` called `{SDPA}`"):
+        call(session, "attention_in_a_thread", q, forbidden=(SDPA,))
+    assert call(session, "by_hand_in_a_thread", q, forbidden=(SDPA,)).shape == q.shape
 
 
 def test_operator_patterns_name_the_kernel_family():
