@@ -236,6 +236,23 @@ def main() -> None:
     if nb:
         header.append(f"nbgrader {importlib.metadata.version('nbgrader')} (one notebook at a time)")
     print_table(rows, header=(*header, "comparison"))
+    print()
+    print_table(targets(ours, grading, nb), header=("target (issue 13)", "measured", "met"))
+
+
+def targets(ours: dict[str, float], grading: dict[str, float], nb: dict[str, float]) -> list[tuple[str, ...]]:
+    """The speed targets this bench checks, each with this run's figure."""
+    marginal = (ours["19/1"] - ours["one"]) / 18
+    rows = [("marginal cost of one more submission <= 0.15 s", f"{marginal:.2f} s", marginal <= 0.15),
+            ("19 submissions, 2 workers, start included <= 8 s", f"{ours['19/2']:.2f} s", ours["19/2"] <= 8),
+            ("2 workers >= 1.8x one worker on a batch of 40 (grading, without the command's start)",
+             f"{grading['40/1'] / grading['40/2']:.2f}x", grading["40/1"] / grading["40/2"] >= 1.8),
+            ("an endless loop costs at most its call timeout (batch of 20 minus batch of 19, 2 workers)",
+             f"{ours['20/2'] - ours['19/2']:.2f} s", ours["20/2"] - ours["19/2"] <= CALL_TIMEOUT_S + 1)]
+    if nb:
+        rows.insert(0, ("one submission, whole command, no slower than nbgrader",
+                        f"{ours['one'] / nb['one']:.2f}x nbgrader's time", ours["one"] <= nb["one"]))
+    return [(name, figure, "yes" if met else "NO") for name, figure, met in rows]
 
 
 if __name__ == "__main__":
