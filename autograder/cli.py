@@ -240,11 +240,16 @@ def _write_profile(path: Path, assignment_id: str, args: argparse.Namespace, sta
     the command, as `bench/stages.py` reads them."""
     import json
 
-    from autograder.timings import process_age_s
+    from autograder.timings import per_submission, process_age_s, summary
 
     profile = {"assignment": assignment_id, "jobs": args.jobs, "executor": args.executor,
                "cli_start_s": args.cli_start_s, "command_s": process_age_s(), "submissions": stages}
     path.write_text(json.dumps(profile, indent=1))
+    means = summary([entry["stages"] for entry in stages.values()])
+    each = per_submission(means)
+    slowest = sorted(each.items(), key=lambda item: -item[1])[:4]
+    print(f"profile written to {path}: the forkserver's start {means['forkserver start']:.1f} s once; per submission "
+          f"{sum(each.values()):.2f} s, most in " + ", ".join(f"{k} {v:.2f} s" for k, v in slowest), file=sys.stderr)
 
 
 def _minutes(seconds: float) -> str:

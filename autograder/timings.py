@@ -97,6 +97,26 @@ def recording(stages: Stages):
         _current = previous
 
 
+def summary(per_submission: list[dict]) -> dict[str, float]:
+    """Seconds per stage for a batch: the forkserver's start as the first worker saw it, the slowest
+    worker's start, and every per-submission stage as its mean over the submissions."""
+    values = {}
+    for stage in STAGES:
+        seen = [stages[stage] for stages in per_submission if stage in stages]
+        if stage == "forkserver start":
+            values[stage] = min(seen, default=0.0)
+        elif stage == "worker start":
+            values[stage] = max(seen, default=0.0)
+        elif stage != "CLI start":
+            values[stage] = sum(seen) / len(per_submission) if per_submission else 0.0
+    return values
+
+
+def per_submission(summarised: dict[str, float]) -> dict[str, float]:
+    """The stages of `summary` that each submission pays (the gradebook write among them)."""
+    return {k: v for k, v in summarised.items() if k not in BATCH_STAGES or k == "gradebook write"}
+
+
 def reported(value, at_most: float) -> float:
     """A duration the sandbox reported, as a number between 0 and what the grader measured around it."""
     if not isinstance(value, (int, float)) or not math.isfinite(value):

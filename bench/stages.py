@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autograder.config import load_course  # noqa: E402
-from autograder.timings import BATCH_STAGES, STAGES  # noqa: E402
+from autograder.timings import BATCH_STAGES, STAGES, per_submission, summary  # noqa: E402
 
 BIN = Path(sys.executable).parent
 TRIVIAL = "trivial (19)"
@@ -41,22 +41,9 @@ def profile(course_root: Path, assignment: str, batch: Path, jobs: int, folder: 
 
 
 def columns(prof: dict) -> dict[str, float]:
-    """Stage -> seconds: batch stages once (the first worker's forkserver wait, the slowest worker's
-    start), submission stages as the mean over the batch; plus the whole command."""
-    subs = [entry["stages"] for entry in prof["submissions"].values()]
-    values = {}
-    for stage in STAGES:
-        seen = [s[stage] for s in subs if stage in s]
-        if stage == "CLI start":
-            values[stage] = prof["cli_start_s"]
-        elif stage == "forkserver start":
-            values[stage] = min(seen, default=0.0)
-        elif stage == "worker start":
-            values[stage] = max(seen, default=0.0)
-        else:
-            values[stage] = sum(seen) / len(subs) if subs else 0.0
-    values["per submission, all its stages"] = sum(
-        v for k, v in values.items() if k not in BATCH_STAGES or k == "gradebook write")
+    """Stage -> seconds (`timings.summary`), the CLI's start, and the batch's grading and whole time."""
+    values = {"CLI start": prof["cli_start_s"]} | summary([entry["stages"] for entry in prof["submissions"].values()])
+    values["per submission, all its stages"] = sum(per_submission(values).values())
     values["grading, start to end (no start-up)"] = grading_s(prof)
     values["whole command"] = prof["command_s"]
     return values

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import nbformat
@@ -33,7 +34,7 @@ ENDLESS = "def double(x):\n    while True:\n        pass\n"
 CALL_TIMEOUT_S = 2
 
 
-def test_profile_puts_an_endless_loop_in_the_students_time_and_covers_every_submission(tmp_path):
+def test_profile_puts_an_endless_loop_in_the_students_time_and_covers_every_submission(tmp_path, capsys):
     root = write_course(tmp_path, CORRECT, {"test_double.py": SUITE}, points=1, call_timeout_s=CALL_TIMEOUT_S)
     batch = tmp_path / "batch"
     for team, code in {"good": CORRECT, "loops": ENDLESS}.items():
@@ -57,6 +58,8 @@ def test_profile_puts_an_endless_loop_in_the_students_time_and_covers_every_subm
         own = sum(v for k, v in entry["stages"].items() if k not in timings.BATCH_STAGES)
         assert own <= ended - began + 0.05
     assert report["command_s"] >= loops["stages"]["student's calls (sandbox)"]
+    # The terminal gets the gist: the endless loop makes the student's calls the largest stage.
+    assert re.search(r"per submission \d+\.\d+ s, most in student's calls \(sandbox\) \d", capsys.readouterr().err)
 
 
 def test_a_recursive_comparison_is_counted_once():
