@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder import testing, timings, wire
+from autograder import testing, timings, warm, wire
 from autograder.devices import cuda_available
 from autograder.config import Assignment, load_course
 from autograder.extraction import Extracted, extract
@@ -169,7 +169,7 @@ class GradingSession:
         if self._ctx is None:
             # The forkserver starts with the first sandbox, after collection: it can preload the
             # libraries whose APIs are forbidden (the tripwires import them) once for all sandboxes.
-            self._ctx = warm_context(self.assignment, sorted({re.split(r"[.:]", api)[0] for api in self.forbidden_all}))
+            self._ctx = warm_context(self.assignment, sorted({warm.root_package(api) for api in self.forbidden_all}))
         sandbox = Sandbox(setup, self._ctx)
         self.generation += 1
         load_timeout = max(self.assignment.limits.call_timeout_s, LOAD_TIMEOUT_S)

@@ -251,10 +251,7 @@ def warm_context(assignment, extra_modules=()):
     first sandbox. `extra_modules` are the roots of the APIs the collected tests forbid."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(warm.modules_for(assignment, warm.SANDBOX_BASE, extra_modules))
-    with warm.grader_environment():
-        # Started here rather than by the first sandbox, to start with that environment. (In a grading
-        # worker the batch's forkserver runs already: the instance's method knows it.)
-        multiprocessing.forkserver._forkserver.ensure_running()
+    warm.ensure_forkserver()  # here, not by the first sandbox: with the grader's environment only
     return ctx
 
 

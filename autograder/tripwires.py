@@ -117,31 +117,30 @@ class Tripwires:
     def _guard_mode_escapes(self) -> None:
         """Replace the `_MODE_ESCAPES` and `_THREAD_STARTS` where submission code finds them."""
         tripwires, torch_dir = self, torch.__file__.rsplit("/", 1)[0] + "/"
-        for module_name, name in _MODE_ESCAPES:
-            original = getattr(importlib.import_module(module_name), name, None)
-            if original is None:
-                continue
 
-            def escape(*args, _original=original, **kwargs):
+        def escape(original):
+            def guarded(*args, **kwargs):
                 caller = sys._getframe(1)
                 if (tripwires._modes_watching and not caller.f_code.co_filename.startswith(torch_dir)
                         and tripwires.from_submission(caller)):
                     tripwires.violations.append(TAMPERED)
                     raise ForbiddenCall(TAMPERED)
-                return _original(*args, **kwargs)
+                return original(*args, **kwargs)
+            return guarded
 
-            setattr(importlib.import_module(module_name), name, escape)
-        for module_name, name in _THREAD_STARTS:
-            original = getattr(importlib.import_module(module_name), name, None)
-            if original is None:
-                continue
-
-            def start(function, *args, _original=original, **kwargs):
+        def start(original):
+            def watched(function, *args, **kwargs):
                 if tripwires._modes_watching:
                     function = tripwires._watched_in_thread(function)
-                return _original(function, *args, **kwargs)
+                return original(function, *args, **kwargs)
+            return watched
 
-            setattr(importlib.import_module(module_name), name, start)
+        for targets, wrap in ((_MODE_ESCAPES, escape), (_THREAD_STARTS, start)):
+            for module_name, name in targets:
+                module = importlib.import_module(module_name)
+                original = getattr(module, name, None)
+                if original is not None:
+                    setattr(module, name, wrap(original))
 
     def _watched_in_thread(self, function):
         def run(*args, **kwargs):

@@ -127,7 +127,7 @@ def tiny_model(name: str = "llama", dtype: torch.dtype = torch.float32, device: 
 
     Each call gets its own copy (a test or a submission may change it in place) of one model built
     per process: copying is a third of building it, and tests ask for dozens per submission."""
-    return copy.deepcopy(_pristine_model(name, str(dtype).removeprefix("torch."), str(torch.device(device))))
+    return from_spec(ModelSpec(name, str(dtype).removeprefix("torch."), str(torch.device(device))))
 
 
 def warm() -> None:
@@ -142,7 +142,6 @@ def _pristine_model(name: str, dtype_name: str, device: str):
     from transformers import AutoModelForCausalLM
 
     dtype = getattr(torch, dtype_name)
-
     _, _, seed = MODEL_CONFIGS.get(name, (None, None, 0))
     config = _config(name)
     cpu_state = torch.random.get_rng_state()
@@ -162,4 +161,5 @@ def _pristine_model(name: str, dtype_name: str, device: str):
 
 
 def from_spec(spec: ModelSpec):
-    return tiny_model(spec.name, getattr(torch, spec.dtype), spec.device)
+    """A fresh copy of the model a spec names (the sandbox's side of a model passed as an argument)."""
+    return copy.deepcopy(_pristine_model(spec.name, spec.dtype, spec.device))

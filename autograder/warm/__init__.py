@@ -12,7 +12,6 @@ This package's top level imports no torch: the `grade` command plans the forkser
 from __future__ import annotations
 
 import ast
-import contextlib
 import importlib.util
 import json
 import multiprocessing
@@ -70,16 +69,17 @@ class _Uses:
                 for arg in node.args:
                     arg = arg.value if isinstance(arg, ast.Starred) else arg
                     if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-                        self.forbidden.add(_root(arg.value))
+                        self.forbidden.add(root_package(arg.value))
                     elif isinstance(arg, ast.Name):
                         self._forbidden_names.add(arg.id)
 
     def forbidden_roots(self) -> set[str]:
         named = (api for name in self._forbidden_names for api in self._constants.get(name, ()))
-        return self.forbidden | {_root(api) for api in named}
+        return self.forbidden | {root_package(api) for api in named}
 
 
-def _root(api: str) -> str:
+def root_package(api: str) -> str:
+    """The package a forbidden API lives in (`torch.nn.functional.x`, `aten::y` -> `torch`, `aten`)."""
     return re.split(r"[.:]", api)[0]
 
 
@@ -135,9 +135,10 @@ _ENVIRONMENT_KEPT_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "OMP_", "MKL_", "KMP_",
 _SECRET_LOOKING = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|KEY", re.IGNORECASE)
 
 
-@contextlib.contextmanager
-def grader_environment():
-    """While a forkserver starts (it inherits the environment): only `_ENVIRONMENT_KEPT` of it."""
+def ensure_forkserver() -> None:
+    """Start this process's forkserver if it is not running, with only `_ENVIRONMENT_KEPT` of the
+    environment (it inherits the environment). In a grading worker the batch's forkserver runs
+    already, and the instance's method (patched by `worker_init`) knows it."""
     saved = dict(os.environ)
     kept = {name: value for name, value in saved.items()
             if (name in _ENVIRONMENT_KEPT or name.startswith(_ENVIRONMENT_KEPT_PREFIXES))
@@ -145,7 +146,7 @@ def grader_environment():
     os.environ.clear()
     os.environ.update(kept)
     try:
-        yield
+        multiprocessing.forkserver._forkserver.ensure_running()
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -163,8 +164,7 @@ def start(assignment: Assignment):
         os.close(server._forkserver_alive_fd)
         server._forkserver_pid = server._forkserver_address = server._forkserver_alive_fd = None
     ctx.set_forkserver_preload(preload)
-    with grader_environment():
-        multiprocessing.forkserver.ensure_running()
+    ensure_forkserver()
     return ctx, (server._forkserver_address, getattr(server, "_forkserver_authkey", None)), requested_at
 
 
