@@ -357,18 +357,31 @@ def complete_gpu_tests(assignment: Assignment, submissions: dict[str, Path], gra
             left_out.append(sid)
     if on_start:
         on_start(len(todo))
-    completed, failures = [], {}
-    for job, outcome in run_jobs(todo, jobs):
+    completed, failures = _record_as_they_finish(
+        run_jobs(todo, jobs), gradebook, on_done,
+        merge=lambda job, outcome: with_gpu_results(cpu_grades[job.submission_id], outcome))
+    return completed, left_out, failures
+
+
+def _record_as_they_finish(outcomes, gradebook: Gradebook, on_done, merge=None):
+    """Commit each finished submission at once (timing the write for its profile); returns the ids
+    recorded and {id: failure}. A grader failure is not recorded, so a rerun retries it. With `merge`
+    (GPU results completing a CPU grade), a notebook that could not be read is a failure too: it must
+    not replace the grade it was to complete."""
+    recorded, failures = [], {}
+    for job, outcome in outcomes:
         if isinstance(outcome, BaseException):
             failures[job.submission_id] = f"{type(outcome).__name__}: {outcome}"
-        elif outcome.status == "error":
+        elif merge is not None and outcome.status == "error":
             failures[job.submission_id] = outcome.message
         else:
-            gradebook.record(with_gpu_results(cpu_grades[job.submission_id], outcome))
-            completed.append(job.submission_id)
+            begin = time.perf_counter()
+            gradebook.record(outcome if merge is None else merge(job, outcome))
+            outcome.stages["gradebook write"] = time.perf_counter() - begin
+            recorded.append(job.submission_id)
         if on_done:
             on_done(job, outcome)
-    return completed, left_out, failures
+    return recorded, failures
 
 
 def grade_batch(assignment: Assignment, submissions: dict[str, Path], gradebook: Gradebook, *,
@@ -393,15 +406,5 @@ def grade_batch(assignment: Assignment, submissions: dict[str, Path], gradebook:
             todo.append(Job(str(assignment.root), assignment.id, sid, str(path.resolve()), suite, isolate))
     if on_start:
         on_start(len(todo))
-    graded, failures = [], {}
-    for job, outcome in run_jobs(todo, jobs, cluster):
-        if isinstance(outcome, BaseException):
-            failures[job.submission_id] = f"{type(outcome).__name__}: {outcome}"
-        else:
-            begin = time.perf_counter()
-            gradebook.record(outcome)
-            outcome.stages["gradebook write"] = time.perf_counter() - begin
-            graded.append(job.submission_id)
-        if on_done:
-            on_done(job, outcome)
+    graded, failures = _record_as_they_finish(run_jobs(todo, jobs, cluster), gradebook, on_done)
     return graded, skipped, failures

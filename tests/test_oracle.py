@@ -210,8 +210,11 @@ def test_pending_gpu_completes_only_the_waiting_grades_and_keeps_the_cpu_results
         assert all(s.incomplete for s in cpu.values())
         write_notebook(batch["changed"], [nbformat.v4.new_code_cell(CORRECT + "\n# edited\n")])
         assert submission_digest(batch["changed"]) != cpu["changed"].submission_hash
-        completed, left_out, failures = complete_gpu_tests(assignment, batch, gradebook, jobs=1)
+        done = []
+        completed, left_out, failures = complete_gpu_tests(assignment, batch, gradebook, jobs=1,
+                                                           on_done=lambda job, outcome: done.append(outcome))
         assert (completed, left_out, failures) == (["waiting"], ["changed"], {})
+        assert [o.stages["gradebook write"] > 0 for o in done] == [True]  # its profile has the write too
         after = gradebook.get(assignment.id, "waiting")
         # This machine has no GPU, so the GPU test is still pending; every CPU result is kept as it was.
         assert [(r.test_id, r.status, r.points_earned) for r in after.results] == [
