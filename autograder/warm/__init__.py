@@ -29,7 +29,7 @@ from autograder.isolation import exit_with
 
 WORKER_BASE = ["torch", "pytest", "autograder.oracle"]
 SANDBOX_BASE = ["torch", "autograder.sandbox"]
-NUMERICS, ZOO = "autograder.warm.numerics", "autograder.warm.zoo"
+NUMERICS, ZOO, PAGES = "autograder.warm.numerics", "autograder.warm.zoo", "autograder.warm.pages"
 # On a GPU runner only what is known not to initialise CUDA on import (bitsandbytes does): a CUDA
 # context does not survive a fork, so no process forked from the forkserver could use the GPU.
 CUDA_SAFE = {"torch", "transformers", "tokenizers", "pytest"}
@@ -121,7 +121,7 @@ def modules_for(assignment: Assignment, base: list[str], extra=()) -> list[str]:
                    if _installed(name, assignment.root))
     if nvidia_driver_present():
         extra = [name for name in extra if name in CUDA_SAFE]
-    return [*base, *extra, NUMERICS, *([ZOO] if zoo else [])]
+    return [*base, *extra, NUMERICS, *([ZOO] if zoo else []), PAGES]
 
 
 # What a forkserver's environment keeps of the grader's: what Python, torch, CUDA and the libraries
