@@ -339,6 +339,16 @@ def _classify(item, excinfo) -> tuple[str, str]:
     return "error", f"grader error in this test ({type(exc).__name__}: {exc}); please tell the course staff"
 
 
+class ValueOnlyReports:
+    """A grading run's reports of failed tests hold the exception's value, not pytest's traceback with
+    the source of every frame (about 15 ms per failed test). Nobody prints a grading run's reports, and
+    the verdict and its message come from the exception itself. (`--tb=value` would say so, but it
+    belongs to the terminal plugin, which grading runs without; a suite run by hand keeps both.)"""
+
+    def pytest_configure(self, config):
+        config.option.tbstyle = "value"
+
+
 class OraclePlugin:
     """Registered with pytest for one submission; collects a `TestResult` per test."""
 
@@ -469,7 +479,7 @@ def run_suite(assignment: Assignment, code: Extracted, isolate: bool = True, tra
     _forget_other_suites(assignment.tests_dir)
     try:
         with contextlib.redirect_stdout(None):
-            exit_code = pytest.main(args, plugins=[plugin])
+            exit_code = pytest.main(args, plugins=[plugin, ValueOnlyReports()])
     finally:
         session.close()
         _add_pytest_stages(stages, plugin.marks, begin, time.perf_counter(), inside_tests)

@@ -276,3 +276,29 @@ def test_suites_with_the_same_file_names_graded_in_one_process_each_run_their_ow
     assert list(grade(load_course(second).get(ASSIGNMENT), CORRECT, tmp_path / "b")) == ["test_second"]
     (second / "grader_tests" / ASSIGNMENT / "test_same.py").write_text(suite("edited") + "\n")
     assert list(grade(load_course(second).get(ASSIGNMENT), CORRECT, tmp_path / "b")) == ["test_edited"]
+
+
+def test_a_grading_run_never_formats_pytests_traceback_of_a_failure(assignment, tmp_path, monkeypatch):
+    """pytest's report of a failed test shows the source of every frame (about 15 ms per failure) and
+    nobody reads it: the verdict and its message come from the exception. The messages stay the same."""
+    from _pytest._code.code import ExceptionInfoFormatter
+
+    formatted = []
+    original = ExceptionInfoFormatter.get_source
+    monkeypatch.setattr(ExceptionInfoFormatter, "get_source",
+                        lambda *args, **kwargs: formatted.append(1) or original(*args, **kwargs))
+    results = grade(assignment, "import torch\ndef double(x):\n    return x * 3\n", tmp_path)
+    assert results["test_doubles"].status == "failed" and "max abs error" in results["test_doubles"].message
+    assert results["test_missing"].status == "failed" and results["test_broken_test_is_a_grader_error"].status == "error"
+    assert formatted == []
+
+
+def test_a_suite_run_by_hand_keeps_pytests_tracebacks(tmp_path):
+    """Instructors debugging a suite with plain pytest see the failing test's source."""
+    import subprocess
+    import sys
+
+    (tmp_path / "test_by_hand.py").write_text("def test_fails():\n    assert 1 + 1 == 3, 'arithmetic'\n")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "autograder.oracle", str(tmp_path), "-c", "/dev/null"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert "assert 1 + 1 == 3, 'arithmetic'" in done.stdout, done.stdout
