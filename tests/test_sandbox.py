@@ -283,7 +283,7 @@ def test_a_gpu_runner_preloads_nothing_that_initialises_cuda(course, monkeypatch
         monkeypatch.setattr(warm, "nvidia_driver_present", lambda: gpu)
         sandbox.warm_context(assignment, ["transformers", "bitsandbytes"])
         extra = ["transformers"] if gpu else ["bitsandbytes", "transformers"]
-        assert preloaded() == [*warm.SANDBOX_BASE, *extra, warm.NUMERICS, warm.ZOO]
+        assert preloaded() == [*warm.SANDBOX_BASE, *extra, warm.NUMERICS, warm.ZOO, warm.PAGES]
 
 
 def test_a_function_that_timed_out_twice_in_a_row_is_not_called_again(course):
