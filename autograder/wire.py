@@ -166,7 +166,8 @@ def decode_message(data: bytes, make_handle: Callable[[HandleRef], Any] | None =
     try:
         obj = _loads(data)
     except Exception as exc:
-        raise WireError(f"the sandbox sent data that is not in the restricted format ({type(exc).__name__})") from None
+        raise WireError(f"the result could not be read back in the grader's restricted format ({type(exc).__name__}): "
+                        "return tensors, numbers, strings, and lists, tuples or dicts of them") from None
 
     def leaf(value):
         if isinstance(value, HandleRef) and make_handle is not None:

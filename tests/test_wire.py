@@ -239,7 +239,7 @@ SERIALIZERS = {"torch.save": torch_saved, "pickle": pickle.dumps}
 @pytest.mark.parametrize("value", [Opaque(), {"ok": True, "value": [Pair(1, 2)]}, torch.ones(2).as_subclass(SneakyTensor)],
                          ids=["custom-class", "nested-namedtuple", "tensor-subclass"])
 def test_pickled_foreign_objects_are_refused(dumps, value):
-    with pytest.raises(WireError, match="not in the restricted format"):
+    with pytest.raises(WireError, match="could not be read back in the grader.s restricted format"):
         wire.decode_message(dumps(value))
 
 
@@ -260,3 +260,10 @@ def test_malicious_reduce_is_never_executed(tmp_path, dumps, unrestricted_load):
 def test_malformed_bytes_are_refused(data):
     with pytest.raises(WireError):
         wire.decode_message(data)
+
+
+def test_a_result_the_restricted_loader_cannot_read_gets_an_actionable_message():
+    """A Python int beyond 2**2040 pickles with an opcode the restricted loader refuses: the student
+    learns what to return instead, not that bytes were malformed."""
+    with pytest.raises(WireError, match="return tensors, numbers, strings, and lists, tuples or dicts of them"):
+        wire.decode_message(wire.encode_result({"ok": True, "value": 10**1000}, {}))
