@@ -51,8 +51,10 @@ MARKERS = {
 UNUSED_PYTEST_PLUGINS = ("cacheprovider", "terminal", "unraisableexception", "threadexception", "faulthandler",
                          "junitxml", "doctest", "pastebin", "legacypath", "stepwise")
 
-# Starting a sandbox runs the notebook's imports and constants; it is not charged to the submission's
-# time budget (a cold forkserver's imports happen before this clock starts).
+# Starting a sandbox runs the notebook's imports and constants. The first start is not charged to the
+# submission's time budget (a cold forkserver's imports happen before this clock starts); a restart
+# after a crash, an exit or a timeout is: otherwise a notebook that sleeps at top level and ends the
+# process in every call would cost a load timeout per test.
 LOAD_TIMEOUT_S = 60.0
 
 # A function that ran out of time in this many calls in a row is not called again for this submission:
@@ -170,30 +172,45 @@ class GradingSession:
             # The forkserver starts with the first sandbox, after collection: it can preload the
             # libraries whose APIs are forbidden (the tripwires import them) once for all sandboxes.
             self._ctx = warm_context(self.assignment, sorted({warm.root_package(api) for api in self.forbidden_all}))
+        load_timeout = max(self.assignment.limits.call_timeout_s, LOAD_TIMEOUT_S)
+        restart = self.generation > 0
+        budget = self._budget_left() if restart else load_timeout
         sandbox = Sandbox(setup, self._ctx)
         self.generation += 1
-        load_timeout = max(self.assignment.limits.call_timeout_s, LOAD_TIMEOUT_S)
+        begin = time.perf_counter()
         try:
-            sandbox.start(load_timeout)
+            sandbox.start(min(load_timeout, budget))
         except SandboxTimeout:
+            if budget < load_timeout:
+                raise SandboxTimeout(self._budget_spent("reloading your notebook after your code crashed, exited "
+                                                        "or timed out")) from None
             self._load_failure = SandboxTimeout(
                 f"loading your notebook did not finish within {load_timeout:g} s (an endless loop at top level?)")
             raise self._load_failure from None
         except SandboxDied as exc:
             self._load_failure = exc
             raise
+        finally:
+            if restart:
+                self.used_s += time.perf_counter() - begin
         self.sandbox_start_s.append(sandbox.started_s)
         self.load_warnings = sandbox.warnings
         self.isolation = sandbox.report
         self._sandbox = sandbox
         return sandbox
 
-    def _time_left(self) -> float:
+    def _budget_spent(self, doing: str = "") -> str:
+        return (f"the submission used its whole time budget ({self.assignment.limits.submission_timeout_s:g} s)"
+                f"{' ' + doing if doing else ''}; later checks are not run")
+
+    def _budget_left(self) -> float:
         left = self.assignment.limits.submission_timeout_s - self.used_s
         if left <= 0:
-            raise SandboxTimeout(f"the submission used its whole time budget "
-                                 f"({self.assignment.limits.submission_timeout_s:g} s); later checks are not run")
-        return min(left, self.assignment.limits.call_timeout_s)
+            raise SandboxTimeout(self._budget_spent())
+        return left
+
+    def _time_left(self) -> float:
+        return min(self._budget_left(), self.assignment.limits.call_timeout_s)
 
     def request(self, target, op: str, label: str, attr: str | None = None, args=(), kwargs=None):
         if isinstance(target, Handle) and target._generation != self.generation:

@@ -82,8 +82,9 @@ not. Your graded functions must not rely on anything else set at the top level: 
 function, pass it as an argument or make it an UPPER_CASE constant. The grader has only the course's
 packages (torch, transformers, ...): an import of anything else fails there.
 
-**Time and memory.** Each call of a graded function may take {call:g} s, all calls together {total:g} s,
-and your code may use {memory} MB of memory. A function that runs out of time in two calls in a row is not
+**Time and memory.** Each call of a graded function may take {call:g} s, all calls together {total:g} s
+(reloading this notebook after your code crashed, exited or timed out counts too), and your code may use
+{memory} MB of memory. A function that runs out of time in two calls in a row is not
 called again for your notebook (its later checks fail as timeouts); a call that finishes in between resets
 the count, so a function that finishes every call in time is never skipped. Prints are not shown anywhere.
 

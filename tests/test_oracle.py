@@ -302,3 +302,23 @@ def test_a_suite_run_by_hand_keeps_pytests_tracebacks(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pytest", "-p", "autograder.oracle", str(tmp_path), "-c", "/dev/null"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert "assert 1 + 1 == 3, 'arithmetic'" in done.stdout, done.stdout
+
+
+SLOW_LOAD_SUITE = "import pytest\n\n" + "\n\n".join(
+    f"@pytest.mark.points(1)\ndef test_{n}(submission):\n    submission.quit()\n" for n in range(5))
+SLOW_LOAD_THEN_EXIT = "import os\nimport time\n\nSLOW = time.sleep(1.5)\n\n\ndef quit():\n    os._exit(0)\n"
+
+
+def test_reloading_a_notebook_after_a_crash_is_charged_to_its_time_budget(tmp_path):
+    """A notebook that sleeps at top level and ends its process in every call made the grader reload it
+    for each test, free: a load timeout (60 s) per test. The first load stays free, every reload is
+    charged, and once the budget is spent no sandbox starts again."""
+    root = write_course(tmp_path, SLOW_LOAD_THEN_EXIT, {"test_quit.py": SLOW_LOAD_SUITE}, points=5,
+                        call_timeout_s=2, submission_timeout_s=2)
+    notebook = write_notebook(tmp_path / "submission.ipynb", [nbformat.v4.new_code_cell(SLOW_LOAD_THEN_EXIT)])
+    session = run_suite(load_course(root).get(ASSIGNMENT), extract(notebook))
+    statuses = [r.status for r in session.results]
+    assert session.generation == 3, statuses  # the free load, one charged reload, one cut short by the budget
+    assert statuses[:2] == ["failed", "failed"] and statuses[2:] == ["timeout"] * 3
+    assert "reloading your notebook" in session.results[2].message
+    assert all("whole time budget" in r.message for r in session.results[2:])
