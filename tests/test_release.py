@@ -88,7 +88,8 @@ def test_the_first_cell_states_the_assignments_time_and_memory_limits(make_cours
     """A student who does not know the limits can break them: the release says them, as configured."""
     course_config["DEFAULTS"]["limits"].update(call_timeout_s=7, submission_timeout_s=90, memory_mb=1536)
     guide = released_notebook(assignment_of(make_course(config=course_config))).cells[0].source
-    assert "may take 7 s, all calls together 90 s,\nand your code may use 1536 MB of memory" in guide
+    assert "may take 7 s, all calls together 90 s\n(reloading this notebook after your code crashed" in guide
+    assert "your code may use\n1536 MB of memory" in guide
     assert "two calls in a row is not\ncalled again" in guide
 
 
