@@ -163,6 +163,9 @@ class GradingSession:
             return self._sandbox
         if self._load_failure is not None:
             raise self._load_failure
+        load_timeout = max(self.assignment.limits.call_timeout_s, LOAD_TIMEOUT_S)
+        restart = self.generation > 0
+        budget = self._budget_left() if restart else load_timeout
         self._drop_sandbox()
         self._workdir = tempfile.mkdtemp(prefix="autograder-sandbox-")
         setup = SandboxSetup(self.code, self._workdir, tuple(sorted(self.forbidden_all)),
@@ -172,9 +175,6 @@ class GradingSession:
             # The forkserver starts with the first sandbox, after collection: it can preload the
             # libraries whose APIs are forbidden (the tripwires import them) once for all sandboxes.
             self._ctx = warm_context(self.assignment, sorted({warm.root_package(api) for api in self.forbidden_all}))
-        load_timeout = max(self.assignment.limits.call_timeout_s, LOAD_TIMEOUT_S)
-        restart = self.generation > 0
-        budget = self._budget_left() if restart else load_timeout
         sandbox = Sandbox(setup, self._ctx)
         self.generation += 1
         begin = time.perf_counter()

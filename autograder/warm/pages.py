@@ -20,9 +20,14 @@ _ANONYMOUS = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) rw-p 0+ 00:00 0\s*(\[heap\]|\
 
 
 def anonymous_ranges() -> list[tuple[int, int]]:
-    """The huge-page-aligned parts of this process's private anonymous mappings."""
+    """The huge-page-aligned parts of this process's private anonymous mappings (none where /proc is
+    not there to list them)."""
     ranges = []
-    with open("/proc/self/maps") as maps:
+    try:
+        maps = open("/proc/self/maps")
+    except OSError:
+        return []
+    with maps:
         for line in maps:
             match = _ANONYMOUS.match(line)
             if match:
