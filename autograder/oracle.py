@@ -442,7 +442,11 @@ def _forget_other_suites(tests_dir: Path) -> None:
     process that then runs another suite, or this one edited (verify and mutants of several assignments,
     a by-hand run), must not find the first one's modules under those names: they are dropped."""
     global _loaded_suite
-    files = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(tests_dir.rglob("*.py")))
+    files = []
+    for path in sorted(tests_dir.rglob("*.py")):
+        stat = path.stat()  # once per file: this runs before every submission a worker grades
+        files.append((str(path), stat.st_mtime_ns, stat.st_size))
+    files = tuple(files)
     if _loaded_suite is not None and _loaded_suite != (tests_dir, files):
         old_dir = _loaded_suite[0]
         for name, module in list(sys.modules.items()):
