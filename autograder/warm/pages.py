@@ -45,15 +45,13 @@ def collapse(madvise) -> int:
                for begin, end in anonymous_ranges() for at in range(begin, end, HUGE_PAGE))
 
 
-def collapse_in_background() -> threading.Thread:
+def collapse_in_background() -> None:
     """Collapse in a thread of its own, which only makes system calls and ends: the forkserver serves
     forks meanwhile (collapsing takes about 2.5 ms per MB here, a third of a second that no submission
     waits for), and a process forked meanwhile gets the pages as they are."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    thread = threading.Thread(target=collapse, args=(libc.madvise,), name="huge-pages", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=collapse, args=(libc.madvise,), name="huge-pages", daemon=True).start()
 
 
 if mmap.PAGESIZE == 4096:
