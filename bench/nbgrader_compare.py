@@ -219,7 +219,7 @@ def main() -> None:
         # The 40 with 1 worker then 2, PAIRS times: whole command, and grading without the command's
         # start (`grade --profile`).
         pairs: dict[str, list[tuple[float, float]]] = {"whole": [], "grading": []}
-        ceilings = []
+        gains = []
         for _ in range(PAIRS):
             whole, profiled = [], []
             for jobs in (1, 2):
@@ -228,9 +228,9 @@ def main() -> None:
                 profiled.append(grading_s(json.loads(profile.read_text())))
             pairs["whole"].append(tuple(whole))
             pairs["grading"].append(tuple(profiled))
-            ceilings.append(machine_scaling())
+            gains.append(machine_scaling())
             print(f"ours 40: {whole[0]:.2f} s, {whole[1]:.2f} s; grading {profiled[0]:.2f} s, {profiled[1]:.2f} s; "
-                  f"machine {ceilings[-1]:.2f}x", file=sys.stderr)
+                  f"machine {gains[-1]:.2f}x", file=sys.stderr)
         if not args.skip_nbgrader:
             theirs = Nbgrader(Path(tmp) / "nbgrader")
             nb = {run: theirs.grade(submissions(count, loop)) for run, count, loop, _ in RUNS
@@ -273,8 +273,8 @@ def main() -> None:
             rows.append((f"batch of 40, {jobs} worker{'s' * (jobs > 1)}, {what}, {PAIRS} runs", f"{figures} s",
                          *blank, note))
     rows.append(("what a second process gains on this machine (pure Python, 2 processes vs 1, same run)",
-                 f"{statistics.median(ceilings):.2f}x", *blank,
-                 f"median; runs: {', '.join(f'{c:.2f}x' for c in ceilings)}"))
+                 f"{statistics.median(gains):.2f}x", *blank,
+                 f"median; runs: {', '.join(f'{c:.2f}x' for c in gains)}"))
     header = ["measurement", *trees]
     if nb:
         header.append(f"nbgrader {importlib.metadata.version('nbgrader')} (one notebook at a time)")
