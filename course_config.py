@@ -1,6 +1,6 @@
 """The course: what is graded, when it is due, how strictly it is compared.
 
-A plain Python file read by `autograder.config`; every key is validated on load.
+A plain Python file read by `autograder.course.config`; every key is validated on load.
 """
 
 COURSE = {

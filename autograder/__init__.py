@@ -1,4 +1,11 @@
-"""Course autograder: release notebooks, grade submissions in sandboxes, keep a gradebook."""
+"""Course autograder: release notebooks, grade submissions in sandboxes, keep a gradebook.
+
+One subpackage per stage of the data flow, each importing only the stages below it (a test checks):
+`course` (config, roster, gradebook) at the bottom; `grading` above it; `exports` (what leaves the
+gradebook) and `student` (what runs on a student's machine) above grading; `authoring` (release,
+verify, mutants) above those; `cli.py` on top. `autograder.zoo`, `.testing`, `.checks` and `.validate`
+are the public import paths that notebooks and hidden suites use. docs/architecture.md draws it.
+"""
 
 import sys
 

@@ -14,18 +14,18 @@ import sys
 import time
 from pathlib import Path
 
-from autograder.config import ConfigError, Course, load_course
-from autograder.exports import ExportError
-from autograder.gradebook import DEFAULT_PATH, Gradebook, GradebookError, safe_text
-from autograder.handins import SubmissionFormatError
-from autograder.manual import ManualError
-from autograder.moodle import MoodleError
-from autograder.packing import PackError
+from autograder.course.config import ConfigError, Course, load_course
+from autograder.exports.grades import ExportError
+from autograder.course.gradebook import DEFAULT_PATH, Gradebook, GradebookError, safe_text
+from autograder.grading.handins import SubmissionFormatError
+from autograder.exports.manual import ManualError
+from autograder.exports.moodle import MoodleError
+from autograder.student.packing import PackError
 
 
 def cmd_release(course: Course, args: argparse.Namespace) -> int:
     """Compile source/<a>/ into release/<a>/, or with --check report drift and leaks without writing."""
-    from autograder.release import ReleaseError  # nbgrader: imported only by the commands that use it
+    from autograder.authoring.release import ReleaseError  # nbgrader: imported only by the commands that use it
 
     try:
         return _release(course, args)
@@ -35,7 +35,7 @@ def cmd_release(course: Course, args: argparse.Namespace) -> int:
 
 
 def _release(course: Course, args: argparse.Namespace) -> int:
-    from autograder.release import check_release, release_assignment
+    from autograder.authoring.release import check_release, release_assignment
 
     status = 0
     for assignment in course.select(args.assignments):
@@ -56,8 +56,8 @@ def _release(course: Course, args: argparse.Namespace) -> int:
 
 def _verified(assignment, staging: Path) -> None:
     """A release is written only when its solution scores full marks and its stubs score zero."""
-    from autograder.release import ReleaseError
-    from autograder.verify import verify
+    from autograder.authoring.release import ReleaseError
+    from autograder.authoring.verify import verify
 
     problems = verify(assignment, release_dir=staging)
     if problems:
@@ -66,7 +66,7 @@ def _verified(assignment, staging: Path) -> None:
 
 def cmd_verify(course: Course, args: argparse.Namespace) -> int:
     """Grade the solution (must score full marks) and the release (must score zero) of each assignment."""
-    from autograder.verify import verify
+    from autograder.authoring.verify import verify
 
     status = 0
     for assignment in course.select(args.assignments):
@@ -82,7 +82,7 @@ def cmd_verify(course: Course, args: argparse.Namespace) -> int:
 
 def cmd_mutants(course: Course, args: argparse.Namespace) -> int:
     """Grade mutants of each solution with its hidden suite; print the score and every survivor."""
-    from autograder.mutants import format_report, run, write_html
+    from autograder.authoring.mutants import format_report, run, write_html
 
     status = 0
     for assignment in course.select(args.assignments):
@@ -96,7 +96,7 @@ def cmd_mutants(course: Course, args: argparse.Namespace) -> int:
 
 def _mutation_problems(assignment, args: argparse.Namespace) -> list[str]:
     """`verify --mutants`: the suite must kill at least the assignment's `mutation_threshold` of the mutants."""
-    from autograder.mutants import run
+    from autograder.authoring.mutants import run
 
     threshold = assignment.mutation_threshold
     if threshold is None:  # mutants cost a sandbox run each: only where someone asked for a bar
@@ -118,8 +118,8 @@ def cmd_grade(course: Course, args: argparse.Namespace) -> int:
     """Grade submissions into the gradebook and print a score table."""
     from rich.console import Console
 
-    from autograder.devices import nvidia_driver_present
-    from autograder.scheduler import Cluster, complete_gpu_tests, grade_batch
+    from autograder.grading.devices import nvidia_driver_present
+    from autograder.grading.scheduler import Cluster, complete_gpu_tests, grade_batch
 
     assignment = course.get(args.assignment)
     if args.pending_gpu and not nvidia_driver_present():
@@ -240,7 +240,7 @@ def _write_profile(path: Path, assignment_id: str, args: argparse.Namespace, sta
     the command, as `bench/stages.py` reads them."""
     import json
 
-    from autograder.timings import per_submission, process_age_s, summary
+    from autograder.grading.timings import per_submission, process_age_s, summary
 
     profile = {"assignment": assignment_id, "jobs": args.jobs, "executor": args.executor,
                "cli_start_s": args.cli_start_s, "command_s": process_age_s(), "submissions": stages}
@@ -271,9 +271,9 @@ def _plain(text: str, style: str = ""):
 def _handins_to_grade(course: Course, assignment, args: argparse.Namespace, unpacked: contextlib.ExitStack):
     """Submission id -> `Handin` (keyed by team where known), the entries that are no hand-ins, and the
     hand-ins whose team is unknown, doubtful or superseded."""
-    from autograder.handins import discover
-    from autograder.moodle import is_download
-    from autograder.roster import attribute, read_handins
+    from autograder.grading.handins import discover
+    from autograder.exports.moodle import is_download
+    from autograder.grading.teams import attribute, read_handins
 
     notebook = f"{assignment.id}.ipynb"
     downloads = [p for p in args.paths if is_download(p)]
@@ -293,8 +293,8 @@ def _moodle_handins(course: Course, args: argparse.Namespace, downloads: list[Pa
                     unpacked: contextlib.ExitStack):
     import zoneinfo
 
-    from autograder.moodle import moodle_handins, opened_download, read_worksheet
-    from autograder.roster import add_manifests, attribute
+    from autograder.exports.moodle import moodle_handins, opened_download, read_worksheet
+    from autograder.grading.teams import add_manifests, attribute
 
     if len(args.paths) > 1:
         raise SubmissionFormatError(f"{downloads[0]} is a Moodle download: grade it on its own")
@@ -312,7 +312,7 @@ def _moodle_handins(course: Course, args: argparse.Namespace, downloads: list[Pa
 
 def _record_handins(gradebook: Gradebook, course: Course, assignment, handins: dict) -> None:
     """Who and when, per graded submission: the roster's members of its team (else those it names)."""
-    from autograder.gradebook import HandinRecord
+    from autograder.course.gradebook import HandinRecord
 
     for sid, h in handins.items():
         team = course.roster.teams.get(h.team) if course.roster and h.team else None
@@ -362,9 +362,9 @@ def _print_scores(assignment, results: dict, skipped: set, not_handins: list[tup
 
 def cmd_export(course: Course, args: argparse.Namespace) -> int:
     """Write the gradebook of one assignment: LMS CSV, feedback pages or Gradescope results."""
-    from autograder.exports import (export_csv, export_students_csv, write_feedback_pages, write_gradescope_results,
+    from autograder.exports.grades import (export_csv, export_students_csv, write_feedback_pages, write_gradescope_results,
                                     write_summary)
-    from autograder.manual import write_sheets
+    from autograder.exports.manual import write_sheets
 
     assignment = course.get(args.assignment)
     with _existing_gradebook(args.gradebook) as gradebook:
@@ -399,7 +399,7 @@ def _existing_gradebook(path: Path) -> Gradebook:
 
 
 def _export_moodle(course: Course, assignment, gradebook: Gradebook, args: argparse.Namespace) -> int:
-    from autograder.moodle import export_moodle
+    from autograder.exports.moodle import export_moodle
 
     if not args.worksheet or not args.output:
         print("autograder: error: --format moodle needs --worksheet FILE (downloaded from Moodle) and --output FILE",
@@ -413,7 +413,7 @@ def _export_moodle(course: Course, assignment, gradebook: Gradebook, args: argpa
 
 def cmd_import_manual(course: Course, args: argparse.Namespace) -> int:
     """Record hand-given points from a filled-in sheet; all rows or none."""
-    from autograder.manual import import_sheet
+    from autograder.exports.manual import import_sheet
 
     assignment = course.get(args.assignment)
     with _existing_gradebook(args.gradebook) as gradebook:
@@ -424,7 +424,7 @@ def cmd_import_manual(course: Course, args: argparse.Namespace) -> int:
 
 def cmd_pack(course: Course | None, args: argparse.Namespace) -> int:
     """Write a team's hand-in archive; works without the course config (students have the release only)."""
-    from autograder.packing import members_for, pack
+    from autograder.student.packing import members_for, pack
 
     members = [m.strip() for m in args.members.split(",") if m.strip()]
     members = members_for(args.team, members, course.roster if course else None)
@@ -435,7 +435,7 @@ def cmd_pack(course: Course | None, args: argparse.Namespace) -> int:
 
 def _validation(notebook: Path, no_checks: bool) -> dict:
     """What `validate` finds, printed for the student and kept in the hand-in for the course staff."""
-    from autograder.validate import ValidateError, validate_notebook
+    from autograder.student.validate import ValidateError, validate_notebook
 
     try:
         report = validate_notebook(notebook, run_checks=not no_checks)
@@ -450,7 +450,7 @@ def _validation(notebook: Path, no_checks: bool) -> dict:
 
 def cmd_validate(course: Course | None, args: argparse.Namespace) -> int:
     """What would cost a notebook points beyond wrong results; the student's check before handing in."""
-    from autograder.validate import DEFAULT_TIMEOUT_S, ValidateError, validate_notebook
+    from autograder.student.validate import DEFAULT_TIMEOUT_S, ValidateError, validate_notebook
 
     if args.timeout is not None and not args.timeout > 0:
         print(f"autograder: error: --timeout must be a positive number of seconds, not {args.timeout:g}",
@@ -612,7 +612,7 @@ def _course(args: argparse.Namespace) -> Course | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from autograder.timings import process_age_s
+    from autograder.grading.timings import process_age_s
 
     cli_start_s = process_age_s()
     _not_a_module_to_reimport()

@@ -280,7 +280,7 @@ def section_env(rec: Record) -> None:
     rec.fact("versions: " + ", ".join(versions))
     for where, names in places.items():
         rec.fact(f"from {where}: {' '.join(names)}")
-    from autograder.devices import device_name, nvidia_driver_present
+    from autograder.grading.devices import device_name, nvidia_driver_present
 
     rec.fact(f"autograder: nvidia_driver_present()={nvidia_driver_present()}, device_name()={device_name()!r}")
 
@@ -450,10 +450,10 @@ def section_snapshot(rec: Record, out: Path) -> None:
 
 
 def child_grade(assignment_id: str, result_path: Path) -> None:
-    from autograder.config import load_course
-    from autograder.gradebook import Gradebook
-    from autograder.handins import discover
-    from autograder.scheduler import grade_batch
+    from autograder.course.config import load_course
+    from autograder.course.gradebook import Gradebook
+    from autograder.grading.handins import discover
+    from autograder.grading.scheduler import grade_batch
 
     tag = f"[d {assignment_id[:2]}]"
     jobs = int(os.environ.get("GPU_CHECK_JOBS", "8"))
@@ -505,7 +505,7 @@ def child_collect(assignment_id: str, result_path: Path) -> None:
     """Which tests are GPU-marked, and their points, as the oracle's pytest run would see them."""
     import pytest
 
-    from autograder.config import load_course
+    from autograder.course.config import load_course
 
     tests_dir = load_course(ROOT).get(assignment_id).tests_dir
     found = {}
@@ -661,9 +661,9 @@ def child_probe(name: str, result_path: Path) -> None:
 
     import nbformat
 
-    from autograder.config import load_course
-    from autograder.extraction import extract
-    from autograder.oracle import GradingSession
+    from autograder.course.config import load_course
+    from autograder.grading.extraction import extract
+    from autograder.grading.oracle import GradingSession
 
     isolate, memory_mb, bnb = PROBES[name]
     spec = importlib.util.spec_from_file_location("gpu_check_test_helpers", ROOT / "tests" / "conftest.py")
@@ -732,8 +732,8 @@ def probe_finish(rec: Record, runner: Runner, handle, limit: float, cuda: bool) 
 
 
 def child_verify(assignment_id: str, result_path: Path) -> None:
-    from autograder.config import load_course
-    from autograder.verify import verify
+    from autograder.course.config import load_course
+    from autograder.authoring.verify import verify
 
     assignment = load_course(ROOT).get(assignment_id)
     begin = time.perf_counter()
@@ -770,10 +770,10 @@ BATCH_SIZE = int(os.environ.get("GPU_CHECK_BATCH", "100"))
 def child_batch(assignment_id: str, result_path: Path) -> None:
     import shutil
 
-    from autograder.config import load_course
-    from autograder.gradebook import Gradebook
-    from autograder.handins import discover
-    from autograder.scheduler import grade_batch
+    from autograder.course.config import load_course
+    from autograder.course.gradebook import Gradebook
+    from autograder.grading.handins import discover
+    from autograder.grading.scheduler import grade_batch
 
     jobs = int(os.environ.get("GPU_CHECK_JOBS", "8"))
     assignment = load_course(ROOT).get(assignment_id)

@@ -30,7 +30,7 @@ def cold_import_s() -> float:
 
 
 def warm_sandbox_start_s(assignment, code, isolate: bool = True) -> tuple[float, float]:
-    from autograder.oracle import GradingSession
+    from autograder.grading.oracle import GradingSession
 
     session = GradingSession(assignment, code, isolate)
     try:
@@ -48,8 +48,8 @@ def warm_sandbox_start_s(assignment, code, isolate: bool = True) -> tuple[float,
 
 
 def main() -> None:
-    from autograder.config import load_course
-    from autograder.extraction import extract
+    from autograder.course.config import load_course
+    from autograder.grading.extraction import extract
 
     course = load_course(ROOT)
     rows = []

@@ -36,7 +36,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from autograder.gradebook import Gradebook  # noqa: E402
+from autograder.course.gradebook import Gradebook  # noqa: E402
 from conftest import ASSIGNMENT, Cells, write_course, write_notebook  # noqa: E402
 from table import print_table  # noqa: E402
 
@@ -45,7 +45,7 @@ CALL_TIMEOUT_S = 10
 
 SUITE = '''import pytest
 import torch
-from autograder.testing import assert_close
+from autograder.grading.testing import assert_close
 
 
 @pytest.mark.points(1)

@@ -22,8 +22,8 @@ from table import print_table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autograder.config import load_course  # noqa: E402
-from autograder.timings import BATCH_STAGES, STAGES, per_submission, summary  # noqa: E402
+from autograder.course.config import load_course  # noqa: E402
+from autograder.grading.timings import BATCH_STAGES, STAGES, per_submission, summary  # noqa: E402
 
 BIN = Path(sys.executable).parent
 TRIVIAL = "trivial (19)"

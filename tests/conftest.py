@@ -15,10 +15,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.config import Assignment, load_course
-from autograder.gradebook import Gradebook, SubmissionResult
-from autograder.handins import discover
-from autograder.scheduler import grade_batch
+from autograder.course.config import Assignment, load_course
+from autograder.course.gradebook import Gradebook, SubmissionResult
+from autograder.grading.handins import discover
+from autograder.grading.scheduler import grade_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_ASSIGNMENTS = sorted(p.name for p in (ROOT / "samples").iterdir() if (p / "expected.json").exists())
@@ -41,7 +41,7 @@ _CONFIG = {
 }
 
 PUBLIC_CHECKS = '''import torch
-from autograder.checks import check, public_check
+from autograder.student.checks import check, public_check
 
 
 @public_check("top_k_filter")
@@ -161,8 +161,8 @@ def student_session(root: Path, notebook: Path, **limits):
     """A grading session of the minimal course at `root` for `notebook`; `limits` override the course's."""
     import dataclasses
 
-    from autograder.extraction import extract
-    from autograder.oracle import GradingSession
+    from autograder.grading.extraction import extract
+    from autograder.grading.oracle import GradingSession
 
     assignment = load_course(root).get(ASSIGNMENT)
     if limits:

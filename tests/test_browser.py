@@ -14,9 +14,9 @@ import shutil
 import pytest
 from playwright.sync_api import sync_playwright
 
-from autograder.exports import check_title
-from autograder.gradebook import Gradebook
-from autograder.manual import with_manual_scores
+from autograder.exports.grades import check_title
+from autograder.course.gradebook import Gradebook
+from autograder.exports.manual import with_manual_scores
 
 LAPTOP, PHONE = 1280, 400  # window widths in CSS pixels; the phone held upright
 

@@ -15,7 +15,7 @@ import nbformat
 import pytest
 
 from autograder.cli import _print_scores, main
-from autograder.gradebook import Gradebook, SubmissionResult
+from autograder.course.gradebook import Gradebook, SubmissionResult
 from conftest import ASSIGNMENT, CORRECT, SOLUTION_LINE, demo_cells, write_notebook
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import pytest
 from conftest import ASSIGNMENT
 
 from autograder.cli import main
-from autograder.config import ConfigError, Tolerance, find_course_root, load_course
+from autograder.course.config import ConfigError, Tolerance, find_course_root, load_course
 
 
 def second_assignment(config: dict, **changes) -> None:

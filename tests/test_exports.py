@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from autograder.config import Assignment, LatePolicy, Limits, Tolerance
-from autograder.exports import (
+from autograder.course.config import Assignment, LatePolicy, Limits, Tolerance
+from autograder.exports.grades import (
     MAX_NAME_BYTES, ExportError, check_title, export_csv, file_names, write_feedback_pages, write_gradescope_results,
     write_summary,
 )
-from autograder.gradebook import Gradebook, SubmissionResult, TestResult
+from autograder.course.gradebook import Gradebook, SubmissionResult, TestResult
 
 UTC = dt.timezone.utc
 ASSIGNMENT = Assignment(

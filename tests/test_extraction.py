@@ -10,8 +10,8 @@ import nbformat
 import pytest
 from conftest import write_notebook
 
-from autograder import extraction
-from autograder.extraction import SubmissionFormatError, extract
+from autograder.grading import extraction
+from autograder.grading.extraction import SubmissionFormatError, extract
 
 NEW = nbformat.v4.new_code_cell
 

@@ -7,7 +7,7 @@ import zoneinfo
 
 import pytest
 
-from autograder.gradebook import (
+from autograder.course.gradebook import (
     APPLICATION_ID,
     Gradebook,
     GradebookError,

@@ -21,7 +21,7 @@ import pytest
 from conftest import ASSIGNMENT, CORRECT
 
 from autograder.cli import main
-from autograder.gradebook import Gradebook, safe_text
+from autograder.course.gradebook import Gradebook, safe_text
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ import nbformat
 import pytest
 from conftest import write_notebook
 
-from autograder import handins
-from autograder.handins import (
+from autograder.grading import handins
+from autograder.grading.handins import (
     SubmissionFormatError, discover, find_notebook, read_notebook, submission_digest, submission_hash,
 )
 
@@ -315,8 +315,8 @@ def test_a_zip_never_yields_a_link_a_bomb_or_garbage(tmp_path, monkeypatch):
 def test_pack_writes_the_notebook_and_who_handed_it_in(tmp_path):
     import json
 
-    from autograder.packing import PackError, members_for, pack
-    from autograder.roster import Member, Roster, Team
+    from autograder.student.packing import PackError, members_for, pack
+    from autograder.course.roster import Member, Roster, Team
 
     source = notebook(tmp_path / "01_demo.ipynb")
     archive = pack(source, "team07", ["s1", "s2"], validation={"ok": True})

@@ -16,9 +16,9 @@ import nbformat
 import pytest
 import torch
 
-from autograder import isolation, zoo
-from autograder.oracle import SubmissionError
-from autograder.sandbox import SandboxTimeout
+from autograder.grading import isolation, zoo
+from autograder.grading.oracle import SubmissionError
+from autograder.grading.sandbox import SandboxTimeout
 from conftest import call, student_session, write_course, write_notebook
 
 ATTACKS = textwrap.dedent('''

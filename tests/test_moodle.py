@@ -11,8 +11,8 @@ import zoneinfo
 import pytest
 
 from autograder.cli import main
-from autograder.moodle import MoodleError, read_worksheet, submission_time
-from autograder.packing import pack
+from autograder.exports.moodle import MoodleError, read_worksheet, submission_time
+from autograder.student.packing import pack
 from conftest import ASSIGNMENT, CORRECT, Cells, write_notebook
 
 pytestmark = pytest.mark.slow

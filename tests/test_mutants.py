@@ -9,8 +9,8 @@ import textwrap
 import pytest
 
 from autograder.cli import main
-from autograder.config import ConfigError, load_course
-from autograder.mutants import cell_mutants, run, sample, generate, format_report, write_html
+from autograder.course.config import ConfigError, load_course
+from autograder.authoring.mutants import cell_mutants, run, sample, generate, format_report, write_html
 from tests.conftest import ASSIGNMENT, demo_cells
 
 CELL = textwrap.dedent('''\

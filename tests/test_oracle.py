@@ -7,16 +7,16 @@ import textwrap
 import nbformat
 import pytest
 
-from autograder.config import load_course
-from autograder.extraction import extract
-from autograder.oracle import run_suite
-from autograder.scheduler import suite_hash
+from autograder.course.config import load_course
+from autograder.grading.extraction import extract
+from autograder.grading.oracle import run_suite
+from autograder.grading.scheduler import suite_hash
 from conftest import ASSIGNMENT, write_course, write_notebook
 
 SUITE = textwrap.dedent('''
     import pytest
     import torch
-    from autograder.testing import assert_close
+    from autograder.grading.testing import assert_close
 
     pytestmark = pytest.mark.question("scaling")
 
@@ -197,9 +197,9 @@ def test_pending_gpu_completes_only_the_waiting_grades_and_keeps_the_cpu_results
     import dataclasses
 
     from autograder.cli import main
-    from autograder.gradebook import Gradebook
-    from autograder.handins import submission_digest
-    from autograder.scheduler import complete_gpu_tests, grade_batch, with_gpu_results
+    from autograder.course.gradebook import Gradebook
+    from autograder.grading.handins import submission_digest
+    from autograder.grading.scheduler import complete_gpu_tests, grade_batch, with_gpu_results
 
     for name in ("waiting", "changed"):
         write_notebook(tmp_path / "batch" / f"{name}.ipynb", [nbformat.v4.new_code_cell(CORRECT)])
@@ -299,7 +299,7 @@ def test_a_suite_run_by_hand_keeps_pytests_tracebacks(tmp_path):
     import sys
 
     (tmp_path / "test_by_hand.py").write_text("def test_fails():\n    assert 1 + 1 == 3, 'arithmetic'\n")
-    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "autograder.oracle", str(tmp_path), "-c", "/dev/null"],
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "autograder.grading.oracle", str(tmp_path), "-c", "/dev/null"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert "assert 1 + 1 == 3, 'arithmetic'" in done.stdout, done.stdout
 

@@ -9,8 +9,8 @@ import pytest
 from rich.console import Console
 
 from autograder.cli import _BatchProgress, main
-from autograder.gradebook import SubmissionResult, TestResult
-from autograder.scheduler import Job
+from autograder.course.gradebook import SubmissionResult, TestResult
+from autograder.grading.scheduler import Job
 from conftest import ASSIGNMENT, CORRECT, write_notebook
 
 

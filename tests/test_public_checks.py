@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from autograder import checks
-from autograder.config import load_course
-from autograder.extraction import extract
-from autograder.sandbox import load_statements
+from autograder.student import checks
+from autograder.course.config import load_course
+from autograder.grading.extraction import extract
+from autograder.grading.sandbox import load_statements
 
 ROOT = Path(__file__).resolve().parents[1]
 COURSE = load_course(ROOT)

@@ -23,8 +23,8 @@ from nbgrader.nbgraderformat import MetadataValidator
 from traitlets.config import Config
 
 from autograder.cli import main
-from autograder.config import load_course
-from autograder.release import (
+from autograder.course.config import load_course
+from autograder.authoring.release import (
     ReleaseError,
     check_release,
     compile_assignment,

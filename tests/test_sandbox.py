@@ -12,10 +12,10 @@ import time
 import pytest
 import torch
 
-from autograder.config import load_course
-from autograder.extraction import extract
-from autograder.oracle import Handle, GradingSession, SubmissionError, StudentFault
-from autograder.sandbox import SandboxDied, SandboxTimeout
+from autograder.course.config import load_course
+from autograder.grading.extraction import extract
+from autograder.grading.oracle import Handle, GradingSession, SubmissionError, StudentFault
+from autograder.grading.sandbox import SandboxDied, SandboxTimeout
 from conftest import ASSIGNMENT, call, student_session, write_course, write_notebook
 
 import nbformat
@@ -185,8 +185,8 @@ def test_generator_state_is_copied(session):
 
 
 def test_fed_tokens_counts_positions_and_batch_size_of_each_forward_call(session):
-    from autograder import zoo
-    from autograder.oracle import SubmissionProxy
+    from autograder.grading import zoo
+    from autograder.grading.oracle import SubmissionProxy
 
     model, ids = zoo.tiny_model("llama"), torch.randint(3, 100, (3, 5), generator=torch.Generator().manual_seed(0))
     proxy = SubmissionProxy(session)
@@ -257,7 +257,7 @@ def test_submission_time_budget_is_enforced(course):
 ])
 def test_a_notebook_that_cannot_load_fails_every_call_without_new_sandboxes(tmp_path, course, monkeypatch,
                                                                             constant, failure, message):
-    monkeypatch.setattr("autograder.oracle.LOAD_TIMEOUT_S", 1.0)
+    monkeypatch.setattr("autograder.grading.oracle.LOAD_TIMEOUT_S", 1.0)
     root, _ = course
     notebook = write_notebook(tmp_path / "team.ipynb", [nbformat.v4.new_code_cell(STUDENT_CODE + constant)])
     session = GradingSession(load_course(root).get(ASSIGNMENT), extract(notebook))
@@ -275,7 +275,7 @@ def test_a_gpu_runner_preloads_nothing_that_initialises_cuda(course, monkeypatch
     that cannot use the GPU, so where a GPU exists only what does not touch CUDA is preloaded."""
     import multiprocessing.forkserver
 
-    from autograder import sandbox, warm
+    from autograder.grading import sandbox, warm
 
     assignment = load_course(course[0]).get(ASSIGNMENT)
     preloaded = lambda: multiprocessing.forkserver._forkserver._preload_modules  # noqa: E731

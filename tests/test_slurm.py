@@ -21,8 +21,8 @@ import nbformat
 import pytest
 
 from autograder.cli import main
-from autograder.gradebook import Gradebook
-from autograder.scheduler import Job, grade_chunk
+from autograder.course.gradebook import Gradebook
+from autograder.grading.scheduler import Job, grade_chunk
 from conftest import ASSIGNMENT, CORRECT, write_notebook
 from test_cli_grading import CRASH_SUITE
 

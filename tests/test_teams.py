@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from autograder.cli import main
-from autograder.config import ConfigError, load_course
+from autograder.course.config import ConfigError, load_course
 from conftest import ASSIGNMENT, CORRECT, Cells, write_notebook
 
 pytestmark = pytest.mark.slow
@@ -69,7 +69,7 @@ def test_pack_grade_and_one_row_per_student(team_course, tmp_path, capsys):
     # Packed elsewhere (no roster there): an unknown team, and team03 claiming a student of team02.
     assert cli(tmp_path / "nowhere", "pack", stranger, "--team", "team99", "--members", "s999",
                "--output", batch / "odd.zip") == 2  # --course-root given but absent: a config error
-    from autograder.packing import pack
+    from autograder.student.packing import pack
     pack(stranger, "team99", ["s999"], batch / "odd.zip")
     pack(handin(tmp_path / "t3" / f"{ASSIGNMENT}.ipynb", CORRECT, "t3"), "team03", ["s301", "s201"],
          batch / "team03.zip")
@@ -204,7 +204,7 @@ def test_pack_runs_validate_first_and_keeps_its_findings(tmp_path, capsys):
     import shutil
     from pathlib import Path
 
-    from autograder.handins import read_manifest
+    from autograder.grading.handins import read_manifest
 
     release = Path(__file__).resolve().parents[1] / "release" / "01_intro"
     notebook = tmp_path / "01_intro.ipynb"

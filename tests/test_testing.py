@@ -8,9 +8,9 @@ import re
 import pytest
 import torch
 
-from autograder import testing
-from autograder.config import Tolerance
-from autograder.testing import ToleranceError, assert_close, assert_same_text
+from autograder.grading import testing
+from autograder.course.config import Tolerance
+from autograder.grading.testing import ToleranceError, assert_close, assert_same_text
 
 INF = math.inf
 
@@ -280,7 +280,7 @@ def test_same_text_passes_equal_strings_and_rejects_non_strings():
 
 
 def test_a_reference_is_computed_once_per_value_and_each_call_gets_its_own_copy():
-    from autograder.testing import reference
+    from autograder.grading.testing import reference
 
     calls = []
 
@@ -299,8 +299,8 @@ def test_a_reference_is_computed_once_per_value_and_each_call_gets_its_own_copy(
 
 
 def test_a_reference_call_with_a_generator_or_a_changed_zoo_model_is_computed_again():
-    from autograder import zoo
-    from autograder.testing import reference
+    from autograder.grading import zoo
+    from autograder.grading.testing import reference
 
     calls = []
 
@@ -322,7 +322,7 @@ def test_a_reference_call_with_a_generator_or_a_changed_zoo_model_is_computed_ag
 
 
 def test_the_reference_cache_keeps_a_bounded_number_of_values(monkeypatch):
-    from autograder import testing
+    from autograder.grading import testing
 
     monkeypatch.setattr(testing, "REFERENCE_CACHE_ENTRIES", 3)
 
@@ -343,8 +343,8 @@ def test_the_reference_cache_keeps_a_bounded_number_of_values(monkeypatch):
 def test_an_object_that_claims_any_attribute_is_never_a_reference_key():
     """A handle on a submission's object answers every attribute from the sandbox; claiming to be the
     zoo's tokenizer must not give two different objects one key (one submission's reference reused)."""
-    from autograder import zoo
-    from autograder.testing import reference
+    from autograder.grading import zoo
+    from autograder.grading.testing import reference
 
     class Claims:
         def __getattr__(self, name):

@@ -9,14 +9,14 @@ import time
 import nbformat
 import torch
 
-from autograder import timings
+from autograder.grading import timings
 from autograder.cli import main
-from autograder.testing import assert_close
+from autograder.grading.testing import assert_close
 from conftest import ASSIGNMENT, write_course, write_notebook
 
 SUITE = '''import pytest
 import torch
-from autograder.testing import assert_close, reference
+from autograder.grading.testing import assert_close, reference
 
 
 @reference

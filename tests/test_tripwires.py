@@ -8,9 +8,9 @@ import nbformat
 import pytest
 import torch
 
-from autograder import zoo
-from autograder.oracle import StudentFault
-from autograder.tripwires import operator_patterns
+from autograder.grading import zoo
+from autograder.grading.oracle import StudentFault
+from autograder.grading.tripwires import operator_patterns
 from conftest import call, student_session, write_course, write_notebook
 
 SDPA = "torch.nn.functional.scaled_dot_product_attention"
@@ -179,7 +179,7 @@ def test_a_pure_python_api_is_guarded_without_the_torch_modes(monkeypatch):
     from torch.overrides import _get_current_function_mode_stack
     from transformers.generation.utils import GenerationMixin
 
-    from autograder.tripwires import Tripwires
+    from autograder.grading.tripwires import Tripwires
 
     monkeypatch.setattr(GenerationMixin, "generate", GenerationMixin.generate)  # restored after the test
     wires = Tripwires([GENERATE, QUANTIZE])

@@ -16,8 +16,8 @@ import nbformat
 import pytest
 
 from autograder.cli import main
-from autograder.extraction import extract
-from autograder.validate import (_forbidden_uses, _imported, _notebook_path, _statements, run_public_checks, validate,
+from autograder.grading.extraction import extract
+from autograder.student.validate import (_forbidden_uses, _imported, _notebook_path, _statements, run_public_checks, validate,
                                  validate_notebook)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,7 +211,7 @@ def test_a_changed_signature_and_a_missing_function_are_named(tmp_path):
 
 CHECKS = '''
 import os
-from autograder.checks import check, public_check
+from autograder.student.checks import check, public_check
 
 @public_check("first")
 def returns_one(first):

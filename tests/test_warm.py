@@ -8,16 +8,16 @@ import os
 import nbformat
 import pytest
 
-from autograder import warm
-from autograder.warm import pages
-from autograder.config import load_course
-from autograder.gradebook import Gradebook
-from autograder.scheduler import grade_batch
+from autograder.grading import warm
+from autograder.grading.warm import pages
+from autograder.course.config import load_course
+from autograder.course.gradebook import Gradebook
+from autograder.grading.scheduler import grade_batch
 from conftest import ASSIGNMENT, write_course, write_notebook
 
 SUITE_WITH_ZOO = '''import pytest
 import transformers
-from autograder import zoo
+from autograder.grading import zoo
 from my_references import reference  # a module of the suite itself
 
 pytestmark = pytest.mark.forbidden("bitsandbytes::int8_linear", "torch.nn.functional.scaled_dot_product_attention")
@@ -181,7 +181,7 @@ def test_grading_processes_never_import_the_iri_grammar_library():
     import subprocess
     import sys
 
-    probe = ("import sys, autograder.extraction, nbformat\n"
+    probe = ("import sys, autograder.grading.extraction, nbformat\n"
              "assert sys.modules.get('rfc3987_syntax') is None, 'imported'\n"
              "nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('x')])\n"
              "nb.cells[0]['source'] = 5\n"
@@ -231,7 +231,7 @@ def test_the_tas_environment_never_reaches_a_sandboxs_memory(tmp_path, how):
         command = [sys.executable, "-m", "autograder.cli", "grade", ASSIGNMENT, str(tmp_path / "batch"),
                    "--gradebook", str(tmp_path / "g.db")]
     else:
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "autograder.oracle", "--submission", str(notebook),
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "autograder.grading.oracle", "--submission", str(notebook),
                    "-p", "no:cacheprovider", str(root / "grader_tests" / ASSIGNMENT)]
     done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     if how == "grade":

@@ -10,8 +10,8 @@ import pickle
 import pytest
 import torch
 
-from autograder import wire, zoo
-from autograder.wire import HandleRef, WireError
+from autograder.grading import wire, zoo
+from autograder.grading.wire import HandleRef, WireError
 
 Pair = collections.namedtuple("Pair", "first second")
 

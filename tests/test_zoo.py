@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autograder import zoo
+from autograder.grading import zoo
 
 PROMPTS = ["Hello", "The quick brown fox", "Once upon a time", "1 2 3 4 5"]
 FP32_NOISE = 1e-3  # far above the fp32 drift between devices/implementations (NUMERICS.md: ~1e-6)

@@ -4,7 +4,7 @@ Locally (the default) a pool of workers on this machine; on a cluster, Slurm job
 each grading a chunk of submissions.
 
 The CLI process never imports torch. Grading workers and their sandboxes fork from one warm
-forkserver (`autograder.warm`) that imported what the assignment needs once and never holds a
+forkserver (`autograder.grading.warm`) that imported what the assignment needs once and never holds a
 reference value or a submission; each worker runs the hidden suite per submission. Each finished
 submission is committed to the gradebook at once (on a cluster, when its chunk's job ends), so an
 interrupted batch loses nothing and a rerun skips what is already graded.
@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autograder import __version__
-from autograder.config import Assignment, load_course
-from autograder.devices import nvidia_driver_present
-from autograder.handins import (SubmissionFormatError, find_notebook, notebook_file, submission_digest,
+from autograder.course.config import Assignment, load_course
+from autograder.grading.devices import nvidia_driver_present
+from autograder.grading.handins import (SubmissionFormatError, find_notebook, notebook_file, submission_digest,
                                submission_hash)
-from autograder.gradebook import Gradebook, SubmissionResult
-from autograder import timings, warm
+from autograder.course.gradebook import Gradebook, SubmissionResult
+from autograder.grading import timings, warm
 
 
 @dataclass(frozen=True)
@@ -78,9 +78,9 @@ def grade_one(job: Job) -> SubmissionResult:
 
 
 def _graded(job: Job) -> SubmissionResult:
-    from autograder.devices import device_name
-    from autograder.extraction import extract  # nbformat: seconds to import, for the workers only
-    from autograder.oracle import run_suite
+    from autograder.grading.devices import device_name
+    from autograder.grading.extraction import extract  # nbformat: seconds to import, for the workers only
+    from autograder.grading.oracle import run_suite
 
     stages = timings.current()
     assignment = load_course(Path(job.course_root)).get(job.assignment_id)

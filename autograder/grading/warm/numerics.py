@@ -5,7 +5,7 @@ import gc
 
 import torch
 
-from autograder import sandbox
+from autograder.grading import sandbox
 
 sandbox._pin_numerics(torch)
 # What the forkserver imported is never garbage: no collection in a worker or sandbox walks it again,

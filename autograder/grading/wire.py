@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from autograder import zoo
+from autograder.grading import zoo
 
 MAX_MESSAGE_BYTES = 512 * 2**20
 

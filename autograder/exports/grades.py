@@ -24,17 +24,17 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import IO
 
-from autograder.config import Assignment
-from autograder.gradebook import TEST_STATUSES, Gradebook, SubmissionResult
-from autograder.manual import manual_cells, ungraded, with_manual_scores
-from autograder.roster import Roster
+from autograder.course.config import Assignment
+from autograder.course.gradebook import TEST_STATUSES, Gradebook, SubmissionResult
+from autograder.course.roster import Roster
+from autograder.exports.formats import page_template, text_cell
+from autograder.exports.manual import manual_cells, ungraded, with_manual_scores
 
 WAITING_FOR = {"needs-gpu": "needs GPU runner", "needs-grading": "reflections not graded yet"}
 INCOMPLETE = f"incomplete ({WAITING_FOR['needs-gpu']})"
 GRADER_ERROR_FOR_STUDENTS = "the grader could not run this check; the course staff will look into it"
 MAX_NAME_BYTES = 100  # file systems allow 255 per name; room for suffixes and a marker hash
 _UNSAFE_IN_NAMES = re.compile(r"[^\w.-]")  # letters and digits of any script, dot, dash, underscore
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets evaluate (OWASP: CSV injection)
 
 
 class ExportError(Exception):
@@ -121,11 +121,6 @@ def _row(sub: SubmissionResult, assignment: Assignment, questions: list[str]) ->
     ]
 
 
-def text_cell(text: str) -> str:
-    """A cell a spreadsheet shows as text: `=HYPERLINK(...)` as a team name must not run."""
-    return f"'{text}" if text.startswith(_FORMULA_START) else text
-
-
 def file_names(submission_ids) -> dict[str, str]:
     """A file name (without suffix) per submission id: safe on any file system, at most
     `MAX_NAME_BYTES`, unique even where case does not count. An id that is already such a name is
@@ -196,14 +191,6 @@ def check_title(test_id: str) -> str:
 
 def _student_message(status: str, message: str) -> str:
     return GRADER_ERROR_FOR_STUDENTS if status == "error" else message
-
-
-def page_template(name: str):
-    """A page of autograder/templates, with autoescaping (hand-in text is shown in these pages)."""
-    from jinja2 import Environment, PackageLoader, select_autoescape
-
-    env = Environment(loader=PackageLoader("autograder", "templates"), autoescape=select_autoescape(["html"]))
-    return env.get_template(name)
 
 
 def write_feedback_pages(gradebook: Gradebook, assignment: Assignment, out_dir: str | Path) -> list[Path]:

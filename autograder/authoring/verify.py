@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autograder.config import Assignment
-from autograder.gradebook import SubmissionResult
-from autograder.scheduler import Job, run_jobs, suite_hash
+from autograder.course.config import Assignment
+from autograder.course.gradebook import SubmissionResult
+from autograder.grading.scheduler import Job, run_jobs, suite_hash
 
 
 def _notebook(folder: Path, assignment: Assignment) -> Path:

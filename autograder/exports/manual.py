@@ -19,9 +19,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from autograder.config import Assignment
-from autograder.gradebook import Gradebook, ManualScore, SubmissionResult, TestResult
-from autograder.handins import SubmissionFormatError, find_notebook, notebook_file
+from autograder.course.config import Assignment
+from autograder.course.gradebook import Gradebook, ManualScore, SubmissionResult, TestResult
+from autograder.exports.formats import page_template, text_cell
+from autograder.grading.handins import SubmissionFormatError, find_notebook, notebook_file
 
 MANUAL_PREFIX = "manual::"
 SHEET_COLUMNS = ["submission", "grade_id", "points_possible", "points", "comment", "grader"]
@@ -88,7 +89,7 @@ def _check(cell: ManualCell, score: ManualScore | None) -> TestResult:
 def answers(sub: SubmissionResult, assignment: Assignment) -> dict[str, str]:
     """grade id -> the text of the submission's answer cell; a notebook that cannot be read again (moved,
     deleted) gives a message in place of each answer."""
-    from autograder.extraction import read_cells  # nbformat: seconds to import, for this export only
+    from autograder.grading.extraction import read_cells  # nbformat: seconds to import, for this export only
 
     name = f"{assignment.id}.ipynb"
     try:
@@ -108,7 +109,6 @@ def answers(sub: SubmissionResult, assignment: Assignment) -> dict[str, str]:
 def write_sheets(gradebook: Gradebook, assignment: Assignment, out_dir: Path) -> list[Path]:
     """`<out_dir>/<assignment>_manual.html` (answers next to model answers) and `<assignment>_manual.csv`
     (one row per submission and cell; points already given are filled in)."""
-    from autograder.exports import page_template, text_cell
 
     cells = manual_cells(assignment)
     scores = gradebook.manual_scores(assignment.id)

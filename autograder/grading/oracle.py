@@ -9,7 +9,7 @@ Each test's outcome becomes a `TestResult`: passed, failed (the submission is wr
 called a forbidden API), timeout, error (the test itself broke: a grader bug) or needs-gpu.
 
 Run a suite against one notebook by hand:
-    pytest grader_tests/01_intro -p autograder.oracle --submission samples/01_intro/correct.ipynb
+    pytest grader_tests/01_intro -p autograder.grading.oracle --submission samples/01_intro/correct.ipynb
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from pathlib import Path
 
 import pytest
 
-from autograder import testing, timings, warm, wire
-from autograder.devices import cuda_available
-from autograder.config import Assignment, load_course
-from autograder.extraction import Extracted, extract
-from autograder.gradebook import TestResult
-from autograder.sandbox import Sandbox, SandboxDied, SandboxSetup, SandboxTimeout, warm_context
+from autograder.grading import testing, timings, warm, wire
+from autograder.grading.devices import cuda_available
+from autograder.course.config import Assignment, load_course
+from autograder.grading.extraction import Extracted, extract
+from autograder.course.gradebook import TestResult
+from autograder.grading.sandbox import Sandbox, SandboxDied, SandboxSetup, SandboxTimeout, warm_context
 
 # bitsandbytes logs a warning on every import on CPUs with AVX-512 BF16 (an optional kernel package is
 # missing); each grading process and sandbox that imports it would repeat it into the TA's terminal.
@@ -509,7 +509,7 @@ def run_suite(assignment: Assignment, code: Extracted, isolate: bool = True, tra
     return session
 
 
-# --- `pytest grader_tests/<a> -p autograder.oracle --submission NOTEBOOK` ---------------------------
+# --- `pytest grader_tests/<a> -p autograder.grading.oracle --submission NOTEBOOK` ---------------------------
 
 
 def pytest_addoption(parser):

@@ -42,8 +42,8 @@ from nbgrader.preprocessors import (
 from traitlets.config import Config
 
 import autograder
-from autograder.config import Assignment
-from autograder.validate import PACK, release_metadata
+from autograder.course.config import Assignment
+from autograder.student.validate import PACK, release_metadata
 
 # The stubs are part of the contract in docs/authoring.md: pinned here, not left to nbgrader's defaults.
 NBGRADER_CONFIG = Config(

@@ -2,7 +2,7 @@
 
 The archive holds the notebook under its own name and `handin.json`: assignment, team id, member ids,
 when it was packed, the notebook's SHA-256 and the result of `autograder validate` run just before.
-The grader reads the team from it (`autograder.roster.attribute`); it never trusts its time, which
+The grader reads the team from it (`autograder.grading.teams.attribute`); it never trusts its time, which
 comes from the LMS.
 """
 
@@ -14,8 +14,8 @@ import json
 import zipfile
 from pathlib import Path
 
-from autograder.handins import MANIFEST, SubmissionFormatError, read_notebook
-from autograder.roster import Roster
+from autograder.grading.handins import MANIFEST, SubmissionFormatError, read_notebook
+from autograder.course.roster import Roster
 
 FORMAT = "autograder-handin/1"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.handins import SubmissionFormatError, format_errors, read_notebook, shown
+from autograder.grading.handins import SubmissionFormatError, format_errors, read_notebook, shown
 
 _IPYTHON_LINE = re.compile(r"^(\s*)[!%]")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what Python counts as a new line, unlike str.splitlines

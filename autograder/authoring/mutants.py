@@ -36,9 +36,9 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.config import Assignment, ConfigError
-from autograder.gradebook import SubmissionResult
-from autograder.scheduler import Job, run_jobs, suite_hash
+from autograder.course.config import Assignment, ConfigError
+from autograder.course.gradebook import SubmissionResult
+from autograder.grading.scheduler import Job, run_jobs, suite_hash
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 SEED = 14  # the sample of mutants and the random inputs depend on nothing else: reruns judge the same
@@ -409,7 +409,7 @@ def _perturb(value, generator):
 
 
 def _contains(value, kind: type) -> bool:
-    from autograder import wire
+    from autograder.grading import wire
 
     found: list = []
     wire.walk(value, lambda v: found.append(v) if isinstance(v, kind) else v)
@@ -422,7 +422,7 @@ def _replays(calls: list[tuple[str, bytes]]) -> list[tuple[str, str, bytes]]:
     armed (a mutant changes no API call of the solution)."""
     import torch
 
-    from autograder import wire
+    from autograder.grading import wire
 
     requests = []
     for name, payload in calls:
@@ -465,9 +465,9 @@ def _replay(assignment: Assignment, notebook: str, replays: list, expected: list
     """What each replayed call gives in a sandbox running `notebook`, in order: ("returned", value),
     ("raised", exception type) or ("failed", message); ("lost", None) when it timed out or died. With
     `expected` (which holds no "lost"), stops at the first outcome that differs from it."""
-    from autograder.extraction import extract
-    from autograder.oracle import GradingSession, StudentFault, SubmissionError
-    from autograder.sandbox import SandboxDied, SandboxTimeout
+    from autograder.grading.extraction import extract
+    from autograder.grading.oracle import GradingSession, StudentFault, SubmissionError
+    from autograder.grading.sandbox import SandboxDied, SandboxTimeout
 
     session = GradingSession(assignment, extract(Path(notebook), assignment.extraction))
     outcomes = []
@@ -494,9 +494,9 @@ def _equivalence(course_root: str, assignment_id: str, solution: str, survivors:
     """Runs in a grading worker: for each survivor (id -> notebook), "" when it gives exactly what the
     solution gives on every replayed call, else the first call where it does not, or why it cannot be
     judged: only a mutant whose own function the suite calls directly can be equivalent."""
-    from autograder.config import load_course
-    from autograder.extraction import extract
-    from autograder.oracle import Handle, run_suite
+    from autograder.course.config import load_course
+    from autograder.grading.extraction import extract
+    from autograder.grading.oracle import Handle, run_suite
 
     assignment = load_course(Path(course_root)).get(assignment_id)
     functions = {m.id: m.function for m in generate(Path(solution))}
@@ -523,7 +523,7 @@ def _equivalence(course_root: str, assignment_id: str, solution: str, survivors:
 
 def _judge_equivalence(assignment: Assignment, solution: str, survivors: dict[str, str]) -> dict[str, str]:
     """`_equivalence` in a worker process (this one stays free of torch and of the sandboxes' traffic)."""
-    from autograder import warm
+    from autograder.grading import warm
 
     try:
         # its sandboxes fork from the batch's forkserver, not from it
@@ -614,7 +614,7 @@ def format_report(report: Report) -> str:
 
 def write_html(report: Report, assignment: Assignment, out_dir: Path) -> Path:
     """`<out_dir>/<assignment>_mutants.html`, in the look of the instructor summary."""
-    from autograder.exports import page_template
+    from autograder.exports.formats import page_template
 
     verdicts = _listed(report)
     out_dir = Path(out_dir)

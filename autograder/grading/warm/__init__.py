@@ -23,16 +23,17 @@ import sysconfig
 import time
 from pathlib import Path
 
-from autograder.config import Assignment
-from autograder.devices import nvidia_driver_present
-from autograder.isolation import exit_with
+from autograder.course.config import Assignment
+from autograder.grading.devices import nvidia_driver_present
+from autograder.grading.isolation import exit_with
 
-WORKER_BASE = ["torch", "pytest", "autograder.oracle"]
-SANDBOX_BASE = ["torch", "autograder.sandbox"]
-NUMERICS, ZOO, PAGES = "autograder.warm.numerics", "autograder.warm.zoo", "autograder.warm.pages"
+WORKER_BASE = ["torch", "pytest", "autograder.grading.oracle"]
+SANDBOX_BASE = ["torch", "autograder.grading.sandbox"]
+NUMERICS, ZOO, PAGES = "autograder.grading.warm.numerics", "autograder.grading.warm.zoo", "autograder.grading.warm.pages"
 # On a GPU runner only what is known not to initialise CUDA on import (bitsandbytes does): a CUDA
 # context does not survive a fork, so no process forked from the forkserver could use the GPU.
 CUDA_SAFE = {"torch", "transformers", "tokenizers", "pytest"}
+ZOO_MODULES = ("autograder.zoo", "autograder.grading.zoo")  # its public path and its home
 
 
 class _Uses:
@@ -60,11 +61,11 @@ class _Uses:
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 self.modules.update(alias.name.split(".")[0] for alias in node.names)
-                self.zoo |= any(alias.name.startswith("autograder.zoo") for alias in node.names)
+                self.zoo |= any(alias.name.startswith(ZOO_MODULES) for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 self.modules.add(node.module.split(".")[0])
-                self.zoo |= node.module.startswith("autograder.zoo") or (
-                    node.module == "autograder" and any(alias.name == "zoo" for alias in node.names))
+                self.zoo |= node.module.startswith(ZOO_MODULES) or (
+                    node.module in ("autograder", "autograder.grading") and any(a.name == "zoo" for a in node.names))
             elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "forbidden":
                 for arg in node.args:
                     arg = arg.value if isinstance(arg, ast.Starred) else arg

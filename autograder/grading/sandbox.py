@@ -1,12 +1,12 @@
 """Stage 3: submission code runs in its own process, isolated from the grader.
 
 A sandbox is forked from a warm forkserver that has already imported torch and what the assignment
-uses (never CUDA; `autograder.warm`), so it starts in milliseconds. Before any student code runs, the
-child builds its walls (`autograder.isolation`: own session, namespaces, a whitelist root, an
-unprivileged uid, limits) and arms the forbidden-API checks (`autograder.tripwires`).
+uses (never CUDA; `autograder.grading.warm`), so it starts in milliseconds. Before any student code runs, the
+child builds its walls (`autograder.grading.isolation`: own session, namespaces, a whitelist root, an
+unprivileged uid, limits) and arms the forbidden-API checks (`autograder.grading.tripwires`).
 
 The child then executes the extracted statements one by one and serves calls from the grader:
-arguments and results cross in the restricted format of `autograder.wire`. Numerics settings are
+arguments and results cross in the restricted format of `autograder.grading.wire`. Numerics settings are
 pinned before every call; a call that changes them is judged as usual and gets a note.
 """
 
@@ -23,9 +23,9 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-from autograder import isolation, timings, warm, wire
-from autograder.extraction import Extracted
-from autograder.tripwires import TAMPERED, Tripwires
+from autograder.grading import isolation, timings, warm, wire
+from autograder.grading.extraction import Extracted
+from autograder.grading.tripwires import TAMPERED, Tripwires
 
 MAX_MESSAGE_CHARS = 4000
 
@@ -246,7 +246,7 @@ def child_main(conn, setup: SandboxSetup) -> None:
 def warm_context(assignment, extra_modules=()):
     """A forkserver context whose forkserver preloads what the assignment needs; sandboxes fork from it.
 
-    In a grading worker this is the batch's forkserver, already running (`autograder.warm`); elsewhere
+    In a grading worker this is the batch's forkserver, already running (`autograder.grading.warm`); elsewhere
     (a single grading run, verify, a cluster job) a forkserver of this process's own, started with the
     first sandbox. `extra_modules` are the roots of the APIs the collected tests forbid."""
     ctx = multiprocessing.get_context("forkserver")

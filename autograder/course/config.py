@@ -16,7 +16,7 @@ import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autograder.roster import DEFAULT_MAX_TEAM_SIZE, Roster, RosterError, load_roster
+from autograder.course.roster import DEFAULT_MAX_TEAM_SIZE, Roster, RosterError, load_roster
 
 CONFIG_FILE = "course_config.py"
 DTYPE_PROFILES = ("fp32", "tf32", "fp16", "bf16")

@@ -27,7 +27,7 @@ import zlib
 from pathlib import Path
 from typing import NamedTuple
 
-from autograder.gradebook import safe_text
+from autograder.course.gradebook import safe_text
 
 MAX_NOTEBOOK_BYTES = 100 * 2**20
 MAX_ENTRIES = 10_000  # files and folders looked at inside one hand-in

@@ -31,7 +31,7 @@ STAGES = {
     "student's calls (sandbox)": "the graded functions running, as the sandbox timed them",
     "call transport": "arguments encoded and sent, results received: round trip minus the sandbox's time",
     "result decoding": "results decoded with the restricted loader",
-    "comparisons": "assert_close and the other checks of `autograder.testing`",
+    "comparisons": "assert_close and the other checks of `autograder.grading.testing`",
     "reference values": "the suite's `@reference` computations (cached per worker) and their copies",
     "hidden tests' own code": "inputs, fixtures, other reference code: the rest of the suite's run",
     "pytest wrap-up": "pytest's session end",

@@ -23,9 +23,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from autograder.handins import MAX_ENTRIES, MAX_NOTEBOOK_BYTES, SubmissionFormatError, readable_member, shown
-from autograder.manual import spreadsheet_number, with_manual_scores
-from autograder.roster import Handin, Roster
+from autograder.grading.handins import MAX_ENTRIES, MAX_NOTEBOOK_BYTES, SubmissionFormatError, readable_member, shown
+from autograder.exports.manual import spreadsheet_number, with_manual_scores
+from autograder.course.roster import Roster
+from autograder.grading.teams import Handin
 
 _FOLDER = re.compile(r"^(?P<name>.+)_(?P<pid>\d+)_assignsubmission_(?P<plugin>[a-z]+)_(?P<file>.*)$")
 _TIME_FORMATS = ("%A, %d %B %Y, %I:%M %p", "%A, %B %d, %Y, %I:%M %p", "%A, %d %B %Y, %H:%M")
@@ -193,7 +194,7 @@ def is_download(path: Path) -> bool:
 def export_moodle(gradebook, assignment, roster: Roster | None, worksheet_path: Path, out: Path) -> tuple[int, int]:
     """Fill the grading worksheet: each participant gets their team's final grade (late penalty
     included) and a short comment. Returns (rows filled, rows of participants without a hand-in)."""
-    from autograder.exports import grade_status, file_names, grade_of
+    from autograder.exports.grades import grade_status, file_names, grade_of
 
     worksheet = read_worksheet(worksheet_path)
     subs = {s.submission_id: s for s in with_manual_scores(gradebook, assignment)}

@@ -1,0 +1,123 @@
+"""Grading's intake: which team each hand-in belongs to, and what to report about it.
+
+A hand-in's team comes from its LMS folder (where the roster knows it), else from what `autograder pack`
+wrote into it; several hand-ins of one team, unknown teams and students listed in two teams are
+reported, never silently graded for someone. Reads the roster; imports the course model and hand-in
+reading only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autograder.course.gradebook import safe_text
+from autograder.course.roster import Roster
+from autograder.grading.handins import SubmissionFormatError, find_notebook, read_manifest
+
+
+@dataclass
+class Handin:
+    """One graded hand-in with what is known of its authors and its time."""
+
+    path: Path
+    team: str | None = None
+    members: tuple[str, ...] = ()
+    submitted_at: dt.datetime | None = None  # from the LMS, never from the student's own files
+    notes: list[str] = field(default_factory=list)
+
+
+def read_handins(found: dict[str, Path], notebook_name: str, roster: Roster | None
+                 ) -> tuple[dict[str, Handin], list[tuple[str, str]]]:
+    """A `Handin` per discovered path: the team its LMS folder is named for (where the roster knows
+    it), else the team a packed hand-in names; and the hand-ins whose two disagree."""
+    handins = {sid: Handin(path, team=sid if roster and sid in roster.teams else None) for sid, path in found.items()}
+    return handins, add_manifests(handins, notebook_name)
+
+
+def add_manifests(handins: dict[str, Handin], notebook_name: str) -> list[tuple[str, str]]:
+    """Take team and members from packed hand-ins where the LMS says nothing; a packed team that
+    differs from the one the LMS says (its folder, or who uploaded it) is reported and the LMS's counts,
+    so a student cannot hand in as another team. A hand-in that cannot be read is left alone: grading
+    records why."""
+    problems = []
+    for sid, handin in handins.items():
+        try:
+            manifest = read_manifest(find_notebook(handin.path, notebook_name)) or {}
+        except SubmissionFormatError:
+            continue
+        team, members = manifest.get("team"), manifest.get("members")
+        team = safe_text(team.strip()) if isinstance(team, str) and team.strip() else None
+        if team and handin.team and team != handin.team:
+            problems.append((sid, f"packed for team {team}, but handed in as {handin.team}: graded for {handin.team}"))
+        elif team:
+            handin.team = team
+            if isinstance(members, list):
+                handin.members = tuple(safe_text(m) for m in members if isinstance(m, str))
+    return problems
+
+
+def attribute(found: dict[str, Handin], roster: Roster | None) -> tuple[dict[str, Handin], list[tuple[str, str]]]:
+    """Submission id -> hand-in, keyed by team id wherever the team is known, and the problems to report.
+
+    Several hand-ins of one team: the latest (by LMS time, else the last by name) counts, the others are
+    reported. A hand-in whose team is unknown keeps its own id and is reported: its grade is not
+    given to anyone until a TA fixes the roster or renames it.
+    """
+    problems: list[tuple[str, str]] = []
+    by_team: dict[str, list[tuple[str, Handin]]] = {}
+    for sid, h in found.items():
+        team = h.team
+        if roster and h.team and h.team not in roster.teams:
+            problems.append((sid, f"names team {h.team}, which the roster does not know: graded as {sid}, "
+                                  "given to no student until the roster lists the team"))
+            team = None
+        if roster and not team:
+            problems.append((sid, "matches no team of the roster: graded, given to no student"))
+        if roster and team:
+            problems += [(sid, msg) for msg in _member_problems(roster, team, h.members)]
+        h.team = team
+        by_team.setdefault(team or f"\0{sid}", []).append((sid, h))
+    if not roster:
+        problems += _students_in_two_teams(found)
+    result: dict[str, Handin] = {}
+    for key, entries in by_team.items():
+        if key.startswith("\0"):
+            sid, h = entries[0]
+            result[sid] = h
+            continue
+        entries.sort(key=lambda e: e[1].submitted_at or dt.datetime.min.replace(tzinfo=dt.timezone.utc))
+        (_, latest), older = entries[-1], entries[:-1]
+        for sid, _ in older:
+            problems.append((sid, f"an earlier hand-in of team {key}; the latest ({shown_time(latest)}) is graded"))
+            latest.notes.append(f"team {key} handed in {len(entries)} times; the latest counts")
+        result[key] = latest
+    return result, problems
+
+
+def shown_time(h: Handin) -> str:
+    return h.submitted_at.isoformat(timespec="minutes") if h.submitted_at else "found last"
+
+
+def _member_problems(roster: Roster, team: str, members: tuple[str, ...]) -> list[str]:
+    problems = []
+    for student in members:
+        other = roster.team_of(student)
+        if other is None:
+            problems.append(f"lists student {student}, who is not on the roster")
+        elif other.id != team:
+            problems.append(f"lists student {student} as a member of {team}, but the roster has them in "
+                            f"{other.id}: the grade goes to the roster's members of {team} only")
+    return problems
+
+
+def _students_in_two_teams(found: dict[str, Handin]) -> list[tuple[str, str]]:
+    teams_of: dict[str, set[str]] = {}
+    for h in found.values():
+        for student in h.members:
+            if h.team:
+                teams_of.setdefault(student, set()).add(h.team)
+    return [(student, f"is listed in the hand-ins of {len(teams)} teams ({', '.join(sorted(teams))}); "
+                      "declare TEAMS in course_config.py so each student belongs to one team")
+            for student, teams in sorted(teams_of.items()) if len(teams) > 1]
