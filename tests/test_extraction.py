@@ -229,8 +229,9 @@ def test_a_failure_of_the_grader_on_odd_input_is_a_format_error_with_a_neutral_m
     monkeypatch.setattr(extraction, "_code_of", bug)
     with pytest.raises(SubmissionFormatError) as info:
         extract(notebook("x = 1"))
-    assert str(info.value) == ("the grader could not read submission.ipynb (internal error: AttributeError: 'list' "
-                               "object has no attribute 'get'); please tell the course staff")
+    assert str(info.value) == ("the grader could not read submission.ipynb: a fault of the grader's own code, not "
+                               "of the hand-in; please tell the course staff")
+    assert isinstance(info.value.__cause__, AttributeError)  # kept for the staff, never shown to the student
 
 
 # --- reading the file ----------------------------------------------------------------------------
@@ -290,3 +291,23 @@ def test_an_old_notebook_is_converted_and_a_byte_order_mark_is_accepted(tmp_path
     assert extract(tmp_path / "v3.ipynb").defined_names() == {"f"}
     (tmp_path / "bom.ipynb").write_bytes(json.dumps({"cells": [_code("def g():\n    pass")]}).encode("utf-8-sig"))
     assert extract(tmp_path / "bom.ipynb").defined_names() == {"g"}
+
+
+def test_metadata_the_grader_does_not_use_may_be_anything_jupyter_could_write(tmp_path):
+    huge = "9" * 5000  # beyond Python's int-from-text limit of 4,300 digits
+    cell = {"cell_type": "code", "execution_count": 0, "metadata": {}, "source": "def f():\n    return 1",
+            "outputs": [{"output_type": "execute_result", "execution_count": 0, "data": {}, "metadata": {}}]}
+    text = json.dumps({"nbformat": 4.0, "nbformat_minor": 0, "metadata": {"n": 0}, "cells": [cell]})
+    text = text.replace('"nbformat_minor": 0', f'"nbformat_minor": {huge}').replace('"n": 0', f'"n": -{huge}')
+    text = text.replace('"execution_count": 0', f'"execution_count": {huge}')
+    (tmp_path / "odd.ipynb").write_text(text)
+    assert extract(tmp_path / "odd.ipynb").defined_names() == {"f"}
+
+
+@pytest.mark.parametrize("version", ["4.5", "1e309", "9" * 5000, "true"])
+def test_a_format_the_grader_cannot_read_is_named_without_python_internals(tmp_path, version):
+    (tmp_path / "odd.ipynb").write_text('{"nbformat": %s, "cells": []}' % version)
+    with pytest.raises(SubmissionFormatError) as info:
+        extract(tmp_path / "odd.ipynb")
+    assert str(info.value).startswith("odd.ipynb says it is in notebook format ")
+    assert "Error" not in str(info.value) and "internal" not in str(info.value)

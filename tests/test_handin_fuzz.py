@@ -86,6 +86,10 @@ ODD_BUT_CORRECT = {
     "broken-message": notebook_json(CORRECT, r"""BROKEN = exec("raise ValueError('\\udcff')")"""),
     "source-not-text": {**notebook_json(CORRECT), "cells": [nbformat.v4.new_code_cell(CORRECT),
                                                              {"cell_type": "code", "source": 3}]},
+    "format-4.0": {**notebook_json(CORRECT), "nbformat": 4.0},
+    # Beyond Python's int-from-text limit (4,300 digits): metadata the grader never uses.
+    "huge-execution-count": dumps(notebook_json(CORRECT, execution_count=1)).replace(
+        b'"execution_count": 1', b'"execution_count": ' + b"9" * 5000),
 }
 NOT_DEFINED_AT_GRADING = {"if-true": "if True:\n" + textwrap.indent(CORRECT, "    "),
                           "alias": CORRECT.replace("def top_k_filter", "def mine") + "top_k_filter = mine\n"}
@@ -106,7 +110,7 @@ def build_batch(root: Path, batch: Path, rng: random.Random) -> tuple[dict[str, 
         (batch / f"{sid}.ipynb").write_bytes(CORRECT_BYTES)
         expected[sid] = ""
     for kind, nb in ODD_BUT_CORRECT.items():
-        (batch / f"{kind}.ipynb").write_bytes(dumps(nb))
+        (batch / f"{kind}.ipynb").write_bytes(nb if isinstance(nb, bytes) else dumps(nb))
         expected[kind] = ""
     for kind, source in NOT_DEFINED_AT_GRADING.items():
         (batch / f"{kind}.ipynb").write_bytes(dumps(notebook_json(source)))

@@ -17,8 +17,8 @@ import pytest
 
 from autograder.cli import main
 from autograder.grading.extraction import extract
-from autograder.student.validate import (_forbidden_uses, _imported, _notebook_path, _statements, run_public_checks, validate,
-                                 validate_notebook)
+from autograder.student.validate import (ValidateError, _forbidden_uses, _imported, _notebook_path, _statements,
+                                         run_public_checks, validate, validate_notebook)
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = sorted(p.name for p in (ROOT / "samples").iterdir() if (p / "expected.json").exists())
@@ -314,3 +314,20 @@ def test_release_notebooks_open_with_how_to_hand_in_and_end_with_validate(assign
     kept = "".join(cell.source for cell in extract(release_of(assignment)).cells)
     assert "autograder.validate" not in kept, "grading must never run the validate cell"
     assert json.loads(json.dumps(nb.metadata["autograder"]))["assignment"] == assignment
+
+
+def test_validate_reads_what_the_grader_reads_and_names_no_python_exception(tmp_path):
+    path, _ = solved(tmp_path)
+    text = path.read_text().replace('"execution_count": null', '"execution_count": ' + "7" * 5000)
+    path.write_text(text.replace('"nbformat": 4,', '"nbformat": 4.0,'))
+    assert "7" * 5000 in path.read_text()
+    assert problems(path, release=release_of("01_intro")) == []
+    broken = tmp_path / "broken.ipynb"
+    broken.write_text('{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [3]}')
+    with pytest.raises(ValidateError) as info:
+        validate_notebook(broken, run_checks=False)
+    assert str(info.value) == ("broken.ipynb is not a notebook Jupyter can open: its cells are not all JSON objects; "
+                               "open it in Jupyter and save it again")
+    broken.write_text('{"nbformat": 7, "cells": []}')
+    with pytest.raises(ValidateError, match=r"^broken.ipynb says it is in notebook format 7, the grader reads"):
+        validate_notebook(broken, run_checks=False)

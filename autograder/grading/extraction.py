@@ -16,7 +16,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.grading.handins import SubmissionFormatError, format_errors, read_notebook, shown
+from autograder.grading.handins import SubmissionFormatError, format_errors, json_value, read_notebook, shown
 
 _IPYTHON_LINE = re.compile(r"^(\s*)[!%]")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what Python counts as a new line, unlike str.splitlines
@@ -74,6 +74,13 @@ class _Skipped(Exception):
 def read_cells(notebook: Path) -> list:
     """The notebook's list of cells, as plain JSON values; any other shape is a `SubmissionFormatError`
     that says what a notebook must look like."""
+    return read_notebook_json(notebook)["cells"]
+
+
+def read_notebook_json(notebook: Path) -> dict:
+    """The notebook as plain JSON values, in format 4, with a list of cells: whatever Jupyter could have
+    saved (old formats, a byte order mark, `4.0` for 4, numbers of any length) is read, anything else is a
+    `SubmissionFormatError` that says what a notebook must look like."""
     name = shown(notebook.name)
     data = read_notebook(notebook)
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data[:4]:
@@ -87,7 +94,7 @@ def read_cells(notebook: Path) -> list:
         raise SubmissionFormatError(f"{name} is not UTF-8 text (byte {data[exc.start]:#04x} on line {line}), so "
                                     f"another program re-encoded it; {_RESAVE}") from None
     try:
-        nb = json.loads(text)
+        nb = json_value(text)
     except json.JSONDecodeError as exc:
         raise SubmissionFormatError(_json_problem(name, text, exc)) from None
     except RecursionError:
@@ -96,6 +103,8 @@ def read_cells(notebook: Path) -> list:
         raise SubmissionFormatError(f"{name} holds a JSON {_json_kind(nb)}, not a notebook; {_SHAPE}")
     if "nbformat" in nb:
         version = nb["nbformat"]
+        if type(version) is float and version.is_integer():  # `4.0`: Jupyter's reader takes it for 4
+            version = nb["nbformat"] = int(version)
         if type(version) is int and 1 <= version <= 3:
             nb = _upgraded(nb, name, version)
         elif not (type(version) is int and version == 4):
@@ -105,7 +114,7 @@ def read_cells(notebook: Path) -> list:
     if not isinstance(cells, list):
         found = 'has no "cells"' if cells is None else f'has "cells" that are a {_json_kind(cells)}, not a list'
         raise SubmissionFormatError(f"{name} is JSON but not a notebook: it {found}; {_SHAPE}")
-    return cells
+    return nb
 
 
 def _json_problem(name: str, text: str, exc: json.JSONDecodeError) -> str:

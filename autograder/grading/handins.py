@@ -16,11 +16,13 @@ it instead of crashing.
 from __future__ import annotations
 
 import contextlib
+import decimal
 import hashlib
 import io
 import json
 import os
 import stat
+import sys
 import tempfile
 import zipfile
 import zlib
@@ -52,15 +54,27 @@ class Discovery(NamedTuple):
 @contextlib.contextmanager
 def format_errors(name: str):
     """Any other exception while reading `name` becomes a `SubmissionFormatError` with a neutral message:
-    a failure of the grader's own code on odd input is recorded for that hand-in, not a crash of the batch."""
+    a failure of the grader's own code on odd input is recorded for that hand-in, not a crash of the batch.
+    The message names no Python exception (students read it); the exception stays chained for the staff."""
     try:
         yield
     except SubmissionFormatError:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever it is, it must not stop the batch
-        detail = safe_text(f"{type(exc).__name__}: {exc}")[:200]
-        raise SubmissionFormatError(f"the grader could not read {shown(name)} (internal error: {detail}); "
-                                    "please tell the course staff") from exc
+        raise SubmissionFormatError(f"the grader could not read {shown(name)}: a fault of the grader's own code, "
+                                    "not of the hand-in; please tell the course staff") from exc
+
+
+def json_value(text: str | bytes):
+    """JSON as a hand-in may hold it: integers of any length are read (Python refuses to convert more than
+    `sys.get_int_max_str_digits()` digits to `int`; such a number is never one the grader uses, so it is
+    kept as a `Decimal`, never as an `int`)."""
+    return json.loads(text, parse_int=_json_int)
+
+
+def _json_int(digits: str) -> int | decimal.Decimal:
+    limit = sys.get_int_max_str_digits()
+    return decimal.Decimal(digits) if limit and len(digits.lstrip("-")) > limit else int(digits)
 
 
 def shown(path: str | os.PathLike) -> str:
@@ -305,7 +319,7 @@ def read_manifest(found: Path) -> dict | None:
         if info is None:
             return None
         try:
-            manifest = json.loads(_member_bytes(archive, info, f"{name}/{MANIFEST}", MAX_MANIFEST_BYTES))
+            manifest = json_value(_member_bytes(archive, info, f"{name}/{MANIFEST}", MAX_MANIFEST_BYTES))
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             raise SubmissionFormatError(f"{name}/{MANIFEST} is not valid JSON: pack the notebook again with "
                                         "`autograder pack`") from None

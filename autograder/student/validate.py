@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+from nbformat.v4.rwbase import rejoin_lines
 from nbgrader.utils import compute_checksum, is_grade, is_locked, is_solution
 
-from autograder.grading.extraction import WHAT_RUNS, Extracted, bound_names, extract
+from autograder.grading.extraction import WHAT_RUNS, Extracted, bound_names, extract, read_notebook_json
 from autograder.grading.handins import SubmissionFormatError, shown
 
 METADATA_KEY = "autograder"  # notebook metadata written by the release compiler
@@ -133,12 +134,18 @@ class Report:
 
 
 def _read_nb(path: Path):
+    """The notebook read exactly as the grader reads it, so its messages are the grader's."""
+    if not path.exists():
+        raise ValidateError(f"{shown(path)}: no such file")
     try:
-        return nbformat.read(path, as_version=4)
-    except FileNotFoundError:
-        raise ValidateError(f"{shown(path)}: no such file") from None
-    except Exception as exc:  # noqa: BLE001 - nbformat fails in many ways on files that are no notebook
-        raise ValidateError(f"{shown(path)} is not a notebook Jupyter can open ({type(exc).__name__})") from None
+        nb = read_notebook_json(path)
+    except SubmissionFormatError as exc:
+        raise ValidateError(str(exc)) from None
+    try:
+        return rejoin_lines(nbformat.from_dict(nb))  # source saved as a list of lines, as nbformat.read does
+    except Exception:  # noqa: BLE001 - cells that are not JSON objects
+        raise ValidateError(f"{shown(path.name)} is not a notebook Jupyter can open: its cells are not all "
+                            "JSON objects; open it in Jupyter and save it again") from None
 
 
 def _reference(nb, notebook: Path, release: Path | None) -> tuple[dict, Path | None]:
