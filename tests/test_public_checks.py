@@ -15,6 +15,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
+import torch
 
 from autograder.student import checks
 from autograder.course.config import load_course
@@ -80,3 +81,58 @@ def test_the_unsolved_release_is_told_what_to_do(assignment):
             exec(f"check({task!r})", namespace)
         report = printed.getvalue()
         assert report.startswith(f"{task}: 0/") and "not implemented yet" in report and "Traceback" not in report
+
+
+@pytest.fixture
+def gpu_stood_in_by(monkeypatch):
+    """Run the CUDA checks here, with another device in the GPU's place."""
+    def stand_in(device: str) -> None:
+        monkeypatch.setattr(checks, "GPU", device)
+        monkeypatch.setattr(checks, "gpu_present", lambda: True)
+    return stand_in
+
+
+def test_every_task_has_a_gpu_check_and_the_solution_passes_it(assignment, gpu_stood_in_by):
+    gpu_stood_in_by("cpu")
+    namespace = _namespace(assignment.source_dir / f"{assignment.id}.ipynb")
+    for task, registered in checks.REGISTERED.items():
+        cuda = [fn for fn in registered if fn in checks.CUDA_CHECKS]
+        assert cuda, f"{task} has no public check on the GPU"
+        failed = [(name, msg) for name, ok, msg in checks.run_checks(task, namespace) if not ok]
+        assert failed == [], task
+
+
+def test_without_a_gpu_the_gpu_checks_are_named_not_run(assignment, monkeypatch):
+    monkeypatch.setattr(checks, "gpu_present", lambda: False)
+    namespace = _namespace(assignment.source_dir / f"{assignment.id}.ipynb")
+    task = sorted(checks.REGISTERED)[0]
+    cpu_only = [fn for fn in checks.REGISTERED[task] if fn not in checks.CUDA_CHECKS]
+    assert len(checks.run_checks(task, namespace)) == len(cpu_only)
+    with redirect_stdout(io.StringIO()) as printed:
+        namespace["check"] = checks.check
+        exec(f"check({task!r})", namespace)
+    assert f"{task}: {len(cpu_only)}/{len(cpu_only)} public checks passed (" in printed.getvalue()
+    assert "on a GPU, where one is present)" in printed.getvalue()
+
+
+def test_a_result_left_on_the_cpu_for_gpu_inputs_fails_with_the_device_named(gpu_stood_in_by):
+    gpu_stood_in_by("meta")  # a device whose tensors hold no values: the device is all that can be compared
+
+    def mask_ignoring_device(seq_len, device=None):
+        return torch.ones(seq_len, seq_len, dtype=torch.bool).tril()
+
+    with pytest.raises(AssertionError, match=r"causal_mask\(4, device=...\) on meta inputs \(results belong on the "
+                                             r"input's device\): on device cpu but expected meta"):
+        checks.same_on_gpu(mask_ignoring_device, 4, device=torch.device("cpu"), what="causal_mask(4, device=...)")
+    layer = torch.nn.Linear(2, 2)
+    moved = checks.to_gpu({"w": layer, "n": [3, "x"]})
+    assert moved["w"].weight.device.type == "meta" and moved["n"] == [3, "x"]
+    assert layer.weight.device.type == "cpu", "the caller's module is copied, not moved"
+
+
+def test_a_generator_becomes_a_fresh_one_on_the_gpu_with_its_seed(gpu_stood_in_by):
+    gpu_stood_in_by("cpu")
+    seeded = torch.Generator().manual_seed(7)
+    moved = checks.to_gpu(seeded)
+    assert moved is not seeded and moved.initial_seed() == 7
+    assert torch.equal(torch.rand(3, generator=moved), torch.rand(3, generator=torch.Generator().manual_seed(7)))

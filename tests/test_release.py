@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -91,6 +92,14 @@ def test_the_first_cell_states_the_assignments_time_and_memory_limits(make_cours
     assert "may take 7 s, all calls together 90 s\n(reloading this notebook after your code crashed" in guide
     assert "your code may use\n1536 MB of memory" in guide
     assert "two calls in a row is not\ncalled again" in guide
+
+
+def test_every_release_states_that_graded_functions_must_work_on_cuda_too():
+    """GPU checks carry points, so the rule a student could break without knowing it is stated in each release."""
+    for notebook in sorted(Path(__file__).resolve().parents[1].glob("release/*/*.ipynb")):
+        guide = " ".join(nbformat.read(notebook, as_version=4).cells[0].source.split())
+        assert "**CPU and GPU.**" in guide and "on the CPU and on CUDA alike" in guide, notebook.name
+        assert "return results on the input's device" in guide and "CUDA has no int64 matrix product" in guide
 
 
 def test_other_source_files_are_copied_byte_for_byte(assignment):

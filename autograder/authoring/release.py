@@ -88,6 +88,13 @@ packages (torch, transformers, ...): an import of anything else fails there.
 called again for your notebook (its later checks fail as timeouts); a call that finishes in between resets
 the count, so a function that finishes every call in time is never skipped. Prints are not shown anywhere.
 
+**CPU and GPU.** The hidden tests also call your graded functions with CUDA tensors and models on a GPU
+runner, and such checks may carry points. Every graded function must work on the CPU and on CUDA alike:
+create new tensors on the input's device (`device=x.device`, `torch.zeros_like(x)`), return results on the
+input's device, and do not multiply int64 tensors with `@` or `matmul` (CUDA has no int64 matrix product:
+multiply in float64, which is exact for int8 codes). Where your machine has a GPU, each task's public check
+runs a CUDA case too.
+
 **Check** each task with the public check under it (hints only; hidden tests grade).
 
 **Validate** the whole notebook before handing in: save it, then run the last cell (`validate()`), or in a

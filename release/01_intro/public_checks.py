@@ -7,7 +7,7 @@ most likely token); the hidden suite grades the full contract.
 import torch
 
 from autograder import zoo
-from autograder.checks import check, public_check  # noqa: F401  (`check` is what the notebook imports)
+from autograder.checks import check, public_check, same_on_gpu  # noqa: F401  (`check` is what the notebook imports)
 from autograder.testing import assert_close, assert_same_text
 
 NEG_INF = float("-inf")
@@ -99,3 +99,42 @@ def is_reproducible_with_a_seeded_generator(stochastic_generate):
     again = stochastic_generate(qwen, tok, "Large language", 6, generator=torch.Generator().manual_seed(5))
     assert_same_text(again, first, what="a second run with the same seed")
     assert first.startswith("Large language"), f"the result must start with the prompt, got {first!r}"
+
+
+# --- on the GPU (where one is present): the same answers, on the input's device ------------------
+
+
+@public_check("greedy_generate", cuda=True)
+def works_with_a_model_on_the_gpu(greedy_generate):
+    same_on_gpu(greedy_generate, zoo.tiny_model("qwen2"), zoo.tiny_tokenizer(), "Attention lets", 5,
+                what="greedy_generate(tiny qwen2, 'Attention lets', 5)")
+
+
+@public_check("apply_temperature", cuda=True)
+def scales_gpu_logits(apply_temperature):
+    same_on_gpu(apply_temperature, torch.tensor([[2.0, -1.0, 0.5]]), 0.5, what="apply_temperature([[2, -1, 0.5]], 0.5)")
+
+
+@public_check("top_k_filter", cuda=True)
+def filters_gpu_logits(top_k_filter):
+    same_on_gpu(top_k_filter, torch.tensor([[0.1, 2.0, -3.0, 1.5], [5.0, 4.0, 3.0, 2.0]]), 2,
+                what="top_k_filter(scores, k=2)")
+
+
+@public_check("top_p_filter", cuda=True)
+def filters_gpu_logits_by_probability(top_p_filter):
+    same_on_gpu(top_p_filter, torch.tensor([[0.3, 0.5, 0.2], [0.1, 0.1, 0.8]]).log(), 0.6,
+                what="top_p_filter(log-probabilities, p=0.6)")
+
+
+@public_check("sample_next_token", cuda=True)
+def draws_on_the_gpu_with_a_gpu_generator(sample_next_token):
+    scores = torch.randn(4, 20, generator=torch.Generator().manual_seed(3))
+    same_on_gpu(sample_next_token, scores, top_k=1, generator=torch.Generator().manual_seed(4),
+                what="sample_next_token(scores, top_k=1, generator=...) (the argmax)")
+
+
+@public_check("stochastic_generate", cuda=True)
+def generates_with_a_model_on_the_gpu(stochastic_generate):
+    same_on_gpu(stochastic_generate, zoo.tiny_model("qwen2"), zoo.tiny_tokenizer(), "Large language", 6, top_k=1,
+                generator=torch.Generator().manual_seed(5), what="stochastic_generate(tiny qwen2, top_k=1)")

@@ -9,7 +9,7 @@ import math
 import torch
 
 from autograder import zoo
-from autograder.checks import check, public_check  # noqa: F401  (`check` is what the notebook imports)
+from autograder.checks import check, public_check, same_on_gpu  # noqa: F401  (`check` is what the notebook imports)
 from autograder.testing import assert_close, assert_same_text
 
 
@@ -119,3 +119,51 @@ def equals_recomputing_everything(generate_with_kv_cache):
             next_id = qwen(tokens).logits[0, -1].argmax()
             tokens = torch.cat([tokens, next_id.view(1, 1)], dim=1)
     assert_close(generate_with_kv_cache(qwen, start, 5), tokens, what="generate_with_kv_cache(tiny qwen2, 4 tokens, 5)")
+
+
+# --- on the GPU (where one is present): the same answers, on the input's device ------------------
+
+
+@public_check("causal_mask", cuda=True)
+def builds_the_mask_on_the_requested_device(causal_mask):
+    same_on_gpu(causal_mask, 4, device=torch.device("cpu"), what="causal_mask(4, device=...)")
+
+
+@public_check("scaled_dot_product_attention", cuda=True)
+def attends_on_the_inputs_device(scaled_dot_product_attention):
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, 2, 5, 8, generator=g) for _ in range(3))
+    mask = torch.tensor([True, True, True, False, True])
+    same_on_gpu(scaled_dot_product_attention, q, k, v, causal=True, mask=mask,
+                what="scaled_dot_product_attention(q, k, v, causal=True, mask=...)")
+
+
+def _forward(module, x):
+    with torch.no_grad():
+        return module(x)
+
+
+@public_check("MultiHeadSelfAttention", cuda=True)
+def runs_as_a_module_moved_to_the_gpu(MultiHeadSelfAttention):
+    torch.manual_seed(0)
+    same_on_gpu(_forward, MultiHeadSelfAttention(32, 4), torch.randn(2, 5, 32),
+                what="MultiHeadSelfAttention(32, 4) moved with .to(device)")
+
+
+@public_check("apply_rope", cuda=True)
+def rotates_on_the_inputs_device(apply_rope):
+    x = torch.randn(1, 2, 3, 8, generator=torch.Generator().manual_seed(4))
+    same_on_gpu(apply_rope, x, torch.tensor([0, 1, 7]), what="apply_rope(x, positions [0, 1, 7])")
+
+
+@public_check("batched_greedy_generate", cuda=True)
+def generates_a_batch_with_a_model_on_the_gpu(batched_greedy_generate):
+    same_on_gpu(batched_greedy_generate, zoo.tiny_model("llama"), zoo.tiny_tokenizer(),
+                ["Padding", "Keys and values are cached per layer"], 4,
+                what="batched_greedy_generate(tiny llama, 2 prompts, 4)")
+
+
+@public_check("generate_with_kv_cache", cuda=True)
+def decodes_with_a_model_on_the_gpu(generate_with_kv_cache):
+    same_on_gpu(generate_with_kv_cache, zoo.tiny_model("qwen2"), torch.tensor([[11, 42, 7, 300]]), 5,
+                what="generate_with_kv_cache(tiny qwen2, 4 tokens, 5)")

@@ -7,7 +7,7 @@ zero point that is not a whole number); the hidden suite grades the full contrac
 import torch
 
 from autograder import zoo
-from autograder.checks import check, public_check  # noqa: F401  (`check` is what the notebook imports)
+from autograder.checks import check, public_check, same_on_gpu, to_gpu  # noqa: F401  (the notebook imports `check`)
 from autograder.testing import assert_close
 
 
@@ -78,3 +78,45 @@ def reports_both_half_precisions(compare_precisions):
         assert 0 <= numbers["token_agreement"] <= 1, f"report[{key!r}]['token_agreement'] is not a share"
     assert report["fp16"]["max_softmax_diff"] < report["bf16"]["max_softmax_diff"], (
         "bf16 keeps 8 significant bits, fp16 11: its softmax should drift further from float32")
+
+
+# --- on the GPU (where one is present): the same answers, on the input's device ------------------
+
+
+@public_check("model_size", cuda=True)
+def counts_a_model_on_the_gpu(param_bytes_by_dtype, model_size_mb):
+    llama = zoo.tiny_model("llama", dtype=torch.bfloat16)
+    same_on_gpu(param_bytes_by_dtype, llama, what="param_bytes_by_dtype(tiny llama in bf16)")
+    same_on_gpu(model_size_mb, llama, what="model_size_mb(tiny llama in bf16)")
+
+
+@public_check("absmax", cuda=True)
+def quantizes_on_the_inputs_device(absmax_quantize, absmax_dequantize):
+    x = torch.tensor([0.5, -2.0, 1.0, 0.0])
+    same_on_gpu(absmax_quantize, x, what="absmax_quantize([0.5, -2, 1, 0])")
+    same_on_gpu(absmax_dequantize, *absmax_quantize(x), what="absmax_dequantize(absmax_quantize([0.5, -2, 1, 0]))")
+
+
+@public_check("zeropoint", cuda=True)
+def quantizes_with_a_zero_point_on_the_inputs_device(zeropoint_quantize, zeropoint_dequantize):
+    x = torch.tensor([0.5, -2.0, 1.0, 3.0])
+    same_on_gpu(zeropoint_quantize, x, what="zeropoint_quantize([0.5, -2, 1, 3])")
+    same_on_gpu(zeropoint_dequantize, *zeropoint_quantize(x), what="zeropoint_dequantize(zeropoint_quantize(...))")
+
+
+def _linear_weights(model):
+    return {name: m.weight.detach() for name, m in model.named_modules() if type(m) is torch.nn.Linear}
+
+
+@public_check("fake_quantize_linear_layers", cuda=True)
+def quantizes_a_model_on_the_gpu(fake_quantize_linear_layers):
+    same_on_gpu(lambda model: _linear_weights(fake_quantize_linear_layers(model, "absmax")), zoo.tiny_model("llama"),
+                what="the nn.Linear weights after fake_quantize_linear_layers(tiny llama, 'absmax')")
+
+
+@public_check("compare_precisions", cuda=True)
+def compares_a_model_on_the_gpu(compare_precisions):
+    report = compare_precisions(to_gpu(zoo.tiny_model("llama")), to_gpu(torch.arange(1, 33).reshape(2, 16)))
+    assert set(report) == {"fp16", "bf16"}, f'keys should be "fp16" and "bf16", got {sorted(report)}'
+    for key, numbers in report.items():
+        assert 0 <= float(numbers["token_agreement"]) <= 1, f"report[{key!r}]['token_agreement'] is not a share"

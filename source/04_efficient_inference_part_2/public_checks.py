@@ -9,7 +9,7 @@ import math
 import torch
 
 from autograder import zoo
-from autograder.checks import check, public_check  # noqa: F401  (`check` is what the notebook imports)
+from autograder.checks import check, public_check, same_on_gpu  # noqa: F401  (`check` is what the notebook imports)
 from autograder.testing import assert_close
 
 
@@ -74,3 +74,45 @@ def does_not_change_when_a_text_is_repeated(perplexity):
     assert math.isclose(perplexity(qwen, zoo.tiny_tokenizer(), ["Models predict the next token."] * 2), one, rel_tol=1e-5), (
         "repeating the same text must not change the perplexity"
     )
+
+
+# --- on the GPU (where one is present): the same answers, on the input's device ------------------
+
+
+@public_check("vectorwise_quantize", cuda=True)
+def quantizes_rows_on_the_inputs_device(vectorwise_quantize):
+    same_on_gpu(vectorwise_quantize, torch.tensor([[2.0, -1.0, 0.0, 0.5], [0.0, 0.0, 0.0, 0.0], [8.0, 4.0, -2.0, 1.0]]),
+                what="vectorwise_quantize of a 3-row example")
+
+
+@public_check("outlier_columns", cuda=True)
+def finds_outliers_on_the_inputs_device(outlier_columns):
+    same_on_gpu(outlier_columns, torch.tensor([[0.1, 7.0, 0.2, 0.3, 0.0], [0.4, 0.5, 0.6, -6.0, 0.1]]),
+                what="outlier_columns of a 2x5 example")
+
+
+@public_check("int8_linear_with_outliers", cuda=True)
+def multiplies_on_the_gpu_without_an_integer_matmul(int8_linear_with_outliers):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 32, generator=g)
+    x[:, 7] *= 25.0
+    same_on_gpu(int8_linear_with_outliers, x, torch.randn(8, 32, generator=g), torch.randn(8, generator=g),
+                what="int8_linear_with_outliers(x, weight, bias) (CUDA has no int64 matmul)")
+
+
+@public_check("nf4_quantize", cuda=True)
+def picks_codes_on_the_inputs_device(nf4_quantize):
+    same_on_gpu(nf4_quantize, torch.tensor([2.0, -1.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.3, 0.1]), blocksize=4,
+                what="nf4_quantize of 10 values in blocks of 4")
+
+
+@public_check("nf4_dequantize", cuda=True)
+def dequantizes_on_the_inputs_device(nf4_dequantize):
+    same_on_gpu(nf4_dequantize, torch.tensor([[15, 0, 7], [8, 2, 15]], dtype=torch.uint8), torch.tensor([2.0, 0.5]),
+                blocksize=4, what="nf4_dequantize of 6 codes in blocks of 4")
+
+
+@public_check("perplexity", cuda=True)
+def measures_a_model_on_the_gpu(perplexity):
+    same_on_gpu(perplexity, zoo.tiny_model("qwen2"), zoo.tiny_tokenizer(), ["Models predict the next token."],
+                what="perplexity(tiny qwen2, one text)")
