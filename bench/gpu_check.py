@@ -14,8 +14,9 @@ Sections:
   c. the 04 CUDA snapshot (make_snapshots.py's logic) written to $OUT/cuda_kernels.pt, compared with
      the committed one and with the CPU kernels;
   d. every sample of every assignment graded through the normal batch path (isolation on) and
-     compared with samples/<a>/expected.json (which states the CPU grader's score: the points of
-     GPU-marked tests are shown apart);
+     compared with samples/<a>/expected.json (which states the CPU grader's score; the points each
+     sample earns from GPU-marked tests are shown apart, and compared with its `gpu_points` where the
+     catalogue declares them);
   e. a direct sandbox probe: does code in a sandbox see CUDA (isolated, with bitsandbytes preloaded,
      without the memory limit, without isolation)?
   f. `verify` of 04 (grades the solution with the GPU tests on), timed;
@@ -532,7 +533,9 @@ def grade_start(runner: Runner, assignment_id: str):
 def grade_finish(rec: Record, runner: Runner, assignment_id: str, handle, limit: float, alongside: str) -> None:
     (collect_proc, collect_json), (grade_proc, grade_json), begin = handle
     expected_file = ROOT / "samples" / assignment_id / "expected.json"
-    expected = {sid: float(v["points"]) for sid, v in json.loads(expected_file.read_text()).items()}
+    declared = json.loads(expected_file.read_text())
+    expected = {sid: float(v["points"]) for sid, v in declared.items()}
+    expected_gpu = {sid: float(v["gpu_points"]) for sid, v in declared.items() if "gpu_points" in v}
     graded, note = runner.finish_child(grade_proc, grade_json, limit - (time.monotonic() - begin))
     wall = time.monotonic() - begin
     collected, collect_note = runner.finish_child(collect_proc, collect_json, max(5.0, limit - (time.monotonic() - begin)))
@@ -572,9 +575,15 @@ def grade_finish(rec: Record, runner: Runner, assignment_id: str, handle, limit:
         gpu_passed += sum(t["status"] == "passed" for t in ran)
         line = (f"{assignment_id}/{sid}: {result['earned']:g}/{result['possible']:g} on {result['device']}; "
                 f"non-GPU tests {non_gpu:g} (expected {expected.get(sid, float('nan')):g})")
+        gpu_earned = sum(t["earned"] for t in gpu_tests)
         if gpu_tests:
-            line += (f"; GPU-marked {sum(t['earned'] for t in gpu_tests):g}/{sum(t['possible'] for t in gpu_tests):g}"
+            line += (f"; GPU-marked {gpu_earned:g}/{sum(t['possible'] for t in gpu_tests):g}"
                      f" ({len(ran)} of {len(gpu_tests)} ran)")
+            if sid in expected_gpu:
+                line += f" (expected {expected_gpu[sid]:g})"
+        if sid in expected_gpu and len(ran) == len(gpu_tests) and gpu_earned != expected_gpu[sid]:
+            rec.problem(f"GPU MISMATCH {assignment_id}/{sid}: GPU-marked tests earned {gpu_earned:g}, "
+                        f"expected.json says {expected_gpu[sid]:g}")
         info["scores"][sid] = {"earned": result["earned"], "non_gpu": non_gpu, "expected": expected.get(sid),
                                "gpu": {t["id"]: [t["status"], t["message"][:300]] for t in gpu_tests}}
         if sid in expected and non_gpu != expected[sid]:

@@ -28,6 +28,19 @@ def test_each_sample_gets_the_score_it_deserves(sample_batch):
     assert wrong == {}, details
 
 
+def test_declared_gpu_points_fit_the_gpu_marked_tests(sample_batch):
+    """`gpu_points` (compared by `make gpu-check` on CUDA) lies within what the GPU-marked tests give, and a
+    sample with full CPU marks that keeps the GPU rule declares all of it."""
+    full = sample_batch.expected["correct"]["points"]
+    for sid, want in sample_batch.expected.items():
+        if "gpu_points" not in want:
+            continue
+        waiting = sum(t.points_possible for t in sample_batch.results[sid].results if t.status == "needs-gpu")
+        assert 0 <= want["gpu_points"] <= waiting, sid
+        if sid in ("correct", "alternative_correct") and want["points"] == full:
+            assert want["gpu_points"] == waiting, sid
+
+
 def test_no_sample_triggers_a_grader_error(sample_batch):
     errors = {sid: [t.test_id for t in r.results if t.status == "error"] for sid, r in sample_batch.results.items()}
     assert {sid: e for sid, e in errors.items() if e} == {}
