@@ -122,16 +122,20 @@ def opened_download(path: Path, store: Path) -> Path:
             return target
         store.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".unpacking-", dir=store))
+    except OSError as exc:
+        raise SubmissionFormatError(f"{shown(path)} cannot be unpacked into {shown(store)}: {exc}") from None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            _extract(archive, staging, shown(path.name))
         try:
-            with zipfile.ZipFile(path) as archive:
-                _extract(archive, staging, shown(path.name))
-            os.rename(staging, target)  # whole or not at all; a second grader may have won the race
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            os.rename(staging, target)  # whole or not at all
+        except OSError:
+            if not target.is_dir():  # else a second grader unpacked the same download first
+                raise
     except (zipfile.BadZipFile, OSError) as exc:
-        if path.suffix.lower() == ".zip" and "target" in locals() and target.is_dir():
-            return target
         raise SubmissionFormatError(f"{shown(path)} is not a readable Moodle download (.zip): {exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
