@@ -111,7 +111,8 @@ def choose_notebooks(handins: dict[str, Handin], notebook_name: str, picks: dict
 
     The course staff's pick (`picks[submission id] = file`) counts. Else one file that is named as the
     release (or a copy or a renamed upload of it) beside unrelated notebooks is graded and the others are
-    noted; a hand-in with several versions of the release notebook (`01_demo.ipynb`, Moodle's
+    noted; several notebooks none of which is named as the release are graded as the error they are
+    (unless picked); a hand-in with several versions of the release notebook (`01_demo.ipynb`, Moodle's
     `01_demo (1).ipynb`) is taken out of the batch and reported with every candidate, since nothing
     says which is the latest. Returns the problems to report."""
     version = re.compile(rf"(?:Copy of )?{re.escape(Path(notebook_name).stem)}{_COPY}\.ipynb", re.IGNORECASE)
@@ -130,6 +131,8 @@ def choose_notebooks(handins: dict[str, Handin], notebook_name: str, picks: dict
             h.path = choices[versions[0]]
             h.notes.append(f"graded {versions[0]}; also handed in, not graded: "
                            f"{', '.join(n for n in choices if n != versions[0])}")
+        elif pick is None and not versions:
+            continue  # none is the assignment's notebook: grading records that the student must hand in one
         else:
             del handins[sid]
             wrong = f"--pick names {pick!r}, which it does not hold; " if pick else ""
