@@ -7,7 +7,6 @@ a notebook is broken. Errors the user can fix are one message on stderr, never a
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import sys
@@ -18,7 +17,7 @@ from autograder.course.config import ConfigError, Course, load_course
 from autograder.exports.grades import ExportError
 from autograder.course.gradebook import DEFAULT_PATH, Gradebook, GradebookError, safe_text
 from autograder.grading.handins import SubmissionFormatError
-from autograder.exports.manual import ManualError
+from autograder.exports.manual import ManualError, with_manual_scores
 from autograder.exports.moodle import MoodleError
 from autograder.student.packing import PackError
 
@@ -137,34 +136,39 @@ def cmd_grade(course: Course, args: argparse.Namespace) -> int:
     cluster = None if args.executor == "pool" else Cluster(
         "local" if args.executor == "submitit-local" else "slurm", args.cluster_folder, args.slurm_partition,
         args.chunk_size)
-    with contextlib.ExitStack() as unpacked:  # a Moodle download unpacked for grading, removed at the end
-        handins, not_handins, handin_problems = _handins_to_grade(course, assignment, args, unpacked)
-        submissions = {sid: h.path for sid, h in handins.items()}
-        console = Console(stderr=True)
-        with Gradebook.open(args.gradebook) as gradebook:
-            _record_handins(gradebook, course, assignment, handins)  # kept should the batch be cut short
-            with _BatchProgress(assignment.id, console, live=sys.stdout.isatty(),
-                                profile=args.profile is not None) as progress:
-                try:
-                    if args.pending_gpu:
-                        graded, skipped, failures = complete_gpu_tests(
-                            assignment, submissions, gradebook, jobs=args.jobs, isolate=not args.no_isolation,
-                            on_start=progress.start, on_done=progress.done)
-                        console.print(f"GPU tests run for {len(graded)} submissions; {len(skipped)} had none pending "
-                                      "(or changed since their CPU grade: grade those without --pending-gpu)")
-                        skipped = []
-                    else:
-                        graded, skipped, failures = grade_batch(
-                            assignment, submissions, gradebook, jobs=args.jobs, force=args.force,
-                            isolate=not args.no_isolation, on_start=progress.start, on_done=progress.done,
-                            cluster=cluster)
-                except KeyboardInterrupt:
-                    progress.stop()
-                    console.print(f"interrupted: {progress.recorded} submissions were graded and recorded in "
-                                  f"{args.gradebook}; run the same command again to grade the rest", soft_wrap=True)
-                    return 130
-            results = {r.submission_id: r for r in gradebook.submissions(assignment.id)
-                       if r.submission_id in submissions}
+    handins, not_handins, handin_problems = _handins_to_grade(course, assignment, args)
+    submissions = {sid: h.path for sid, h in handins.items()}
+    console = Console(stderr=True)
+    if not submissions:
+        _print_found(not_handins, handin_problems)
+        print(f"autograder: error: nothing to grade in {', '.join(map(str, args.paths))}: "
+              f"{len(not_handins)} entries are no hand-ins, {len(handin_problems)} hand-ins wait for a decision "
+              "(listed above)", file=sys.stderr)
+        return 2
+    with Gradebook.open(args.gradebook) as gradebook:
+        _record_handins(gradebook, course, assignment, handins)  # kept should the batch be cut short
+        with _BatchProgress(assignment.id, console, live=sys.stdout.isatty(),
+                            profile=args.profile is not None) as progress:
+            try:
+                if args.pending_gpu:
+                    graded, skipped, failures = complete_gpu_tests(
+                        assignment, submissions, gradebook, jobs=args.jobs, isolate=not args.no_isolation,
+                        on_start=progress.start, on_done=progress.done)
+                    console.print(f"GPU tests run for {len(graded)} submissions; {len(skipped)} had none pending "
+                                  "(or changed since their CPU grade: grade those without --pending-gpu)")
+                    skipped = []
+                else:
+                    graded, skipped, failures = grade_batch(
+                        assignment, submissions, gradebook, jobs=args.jobs, force=args.force,
+                        isolate=not args.no_isolation, on_start=progress.start, on_done=progress.done,
+                        cluster=cluster)
+            except KeyboardInterrupt:
+                progress.stop()
+                console.print(f"interrupted: {progress.recorded} submissions were graded and recorded in "
+                              f"{args.gradebook}; run the same command again to grade the rest", soft_wrap=True)
+                return 130
+        results = {r.submission_id: r for r in with_manual_scores(gradebook, assignment)
+                   if r.submission_id in submissions}
     if args.profile:
         try:
             _write_profile(args.profile, assignment.id, args, progress.stages)
@@ -268,29 +272,43 @@ def _plain(text: str, style: str = ""):
     return Text(_CONTROL.sub(lambda c: f"\\x{ord(c.group()):02x}", safe_text(text)), style=style)
 
 
-def _handins_to_grade(course: Course, assignment, args: argparse.Namespace, unpacked: contextlib.ExitStack):
-    """Submission id -> `Handin` (keyed by team where known), the entries that are no hand-ins, and the
-    hand-ins whose team is unknown, doubtful or superseded."""
+def _handins_to_grade(course: Course, assignment, args: argparse.Namespace):
+    """Submission id -> `Handin` (keyed by team where known, pointing at the notebook to grade), the
+    entries that are no hand-ins, and the hand-ins whose team is unknown, doubtful or superseded, or
+    whose notebook the TA must name."""
     from autograder.grading.handins import discover
     from autograder.exports.moodle import is_download
-    from autograder.grading.teams import attribute, read_handins
+    from autograder.grading.teams import attribute, choose_notebooks, read_handins
 
     notebook = f"{assignment.id}.ipynb"
     downloads = [p for p in args.paths if is_download(p)]
     if downloads:
-        return _moodle_handins(course, args, downloads, notebook, unpacked)
-    if args.moodle_worksheet:
+        handins, not_handins, problems = _moodle_handins(course, args, downloads, notebook)
+    elif args.moodle_worksheet:
         raise SubmissionFormatError(f"--moodle-worksheet is for a Moodle download, and "
                                     f"{', '.join(map(str, args.paths))} holds no "
-                                    "<Full Name>_<id>_assignsubmission_file_ entries")
-    found, not_handins = discover(args.paths)
-    read, disagreements = read_handins(found, notebook, course.roster)
-    handins, problems = attribute(read, course.roster)
-    return handins, not_handins, disagreements + problems
+                                    "<Full Name>_<id>_assignsubmission_file entries")
+    else:
+        found, not_handins = discover(args.paths)
+        read, disagreements = read_handins(found, notebook, course.roster)
+        handins, attribution = attribute(read, course.roster, notebook)
+        problems = disagreements + attribution
+    return handins, not_handins, problems + choose_notebooks(handins, notebook, _picks(args.pick))
 
 
-def _moodle_handins(course: Course, args: argparse.Namespace, downloads: list[Path], notebook: str,
-                    unpacked: contextlib.ExitStack):
+def _picks(pairs: list[str]) -> dict[str, str]:
+    """`--pick TEAM=FILE` as submission id -> file."""
+    picks = {}
+    for pair in pairs:
+        sid, sep, name = pair.partition("=")
+        if not sep or not sid or not name:
+            raise SubmissionFormatError(f"--pick {pair!r}: write it as TEAM=FILE, the submission id and the file "
+                                        "inside its hand-in, as `hand-ins to check` lists them")
+        picks[sid] = name
+    return picks
+
+
+def _moodle_handins(course: Course, args: argparse.Namespace, downloads: list[Path], notebook: str):
     import zoneinfo
 
     from autograder.exports.moodle import moodle_handins, opened_download, read_worksheet
@@ -299,15 +317,15 @@ def _moodle_handins(course: Course, args: argparse.Namespace, downloads: list[Pa
     if len(args.paths) > 1:
         raise SubmissionFormatError(f"{downloads[0]} is a Moodle download: grade it on its own")
     worksheet = read_worksheet(args.moodle_worksheet) if args.moodle_worksheet else None
-    folder = unpacked.enter_context(opened_download(downloads[0]))
-    found, not_handins = moodle_handins(folder, worksheet, course.roster, zoneinfo.ZoneInfo(course.timezone),
-                                        str(downloads[0]))
+    folder = opened_download(downloads[0], args.gradebook.resolve().parent / "downloads")
+    found, not_handins, owners = moodle_handins(folder, worksheet, course.roster, zoneinfo.ZoneInfo(course.timezone),
+                                                str(downloads[0]))
     problems = add_manifests(found, notebook)
-    handins, attribution = attribute(found, course.roster)
+    handins, attribution = attribute(found, course.roster, notebook)
     if worksheet is None:
-        problems.append(("(all)", "no --moodle-worksheet given: hand-in times are unknown, the late policy is not "
-                                  "applied"))
-    return handins, not_handins, problems + attribution
+        problems.append(("(all)", "no --moodle-worksheet given: hand-in times and Moodle groups are unknown, the "
+                                  "late policy is not applied"))
+    return handins, not_handins, owners + problems + attribution
 
 
 def _record_handins(gradebook: Gradebook, course: Course, assignment, handins: dict) -> None:
@@ -317,37 +335,56 @@ def _record_handins(gradebook: Gradebook, course: Course, assignment, handins: d
     for sid, h in handins.items():
         team = course.roster.teams.get(h.team) if course.roster and h.team else None
         members = tuple(m.id for m in team.members) if team else h.members
-        gradebook.record_handin(assignment.id, HandinRecord(sid, h.team, members, h.submitted_at, "; ".join(h.notes)))
+        gradebook.record_handin(assignment.id, HandinRecord(sid, h.team, members, h.submitted_at, "\n".join(h.notes)))
 
 
 def _print_scores(assignment, results: dict, skipped: set, not_handins: list[tuple[str, str]],
                   handin_problems: list[tuple[str, str]] = ()) -> None:
+    """The batch's table: per submission the file graded, raw points, late penalty, final grade and what
+    is still pending (GPU checks, reflections), as every export counts them."""
     from rich.console import Console
     from rich.table import Table
 
+    from autograder.exports.grades import grade_of, grade_status
+    from autograder.grading.handins import graded_name
+
     table = Table(title=f"{assignment.id}: {len(results)} submissions")
     problems = []
-    for column in ("submission", "points", "passed", "failed", "timeout", "notes"):
-        table.add_column(column, justify="right" if column in ("points", "passed", "failed", "timeout") else "left")
+    for column in ("submission", "file", "points", "late", "final", "passed", "failed", "timeout", "notes"):
+        table.add_column(column, justify="left" if column in ("submission", "file", "notes") else "right")
     for sid in sorted(results):
         r = results[sid]
         counts = {s: sum(t.status == s for t in r.results) for s in ("passed", "failed", "timeout", "error")}
+        total, possible, penalty, final = grade_of(r, assignment)
         notes = []
         if r.status == "error":
             notes.append("not graded")
             problems.append(f"{sid}: not graded: {r.message}")
-        if r.incomplete:
-            notes.append("incomplete: needs GPU runner")
+        status = grade_status(r)
+        if status.startswith("incomplete"):
+            notes.append(status)
         if counts["error"]:
             notes.append(f"{counts['error']} grader errors")
         if r.load_messages:
             notes.append(f"{len(r.load_messages.splitlines())} load warnings")
-        table.add_row(_plain(sid), f"{r.earned:g}/{r.possible:g}", str(counts["passed"]), str(counts["failed"]),
-                      str(counts["timeout"]), "; ".join(notes))
+        table.add_row(_plain(sid), _plain(graded_name(Path(r.path), f"{assignment.id}.ipynb")),
+                      f"{total:g}/{possible:g}", f"-{penalty:g}%" if penalty else "",
+                      f"{final:g}", str(counts["passed"]), str(counts["failed"]), str(counts["timeout"]),
+                      "; ".join(notes))
     console = Console()
     console.print(table)
     for problem in problems:
         console.print(_plain(problem), soft_wrap=True)
+    _print_found(not_handins, handin_problems)
+    if skipped:
+        console.print(f"{len(skipped)} unchanged submissions were not regraded (--force regrades them)", soft_wrap=True)
+
+
+def _print_found(not_handins: list[tuple[str, str]], handin_problems: list[tuple[str, str]]) -> None:
+    """What the paths held besides hand-ins to grade: entries that are none, hand-ins to check."""
+    from rich.console import Console
+
+    console = Console()
     if not_handins:
         console.print(f"entries not graded ({len(not_handins)}):", soft_wrap=True)
         for entry, why in not_handins:
@@ -356,8 +393,6 @@ def _print_scores(assignment, results: dict, skipped: set, not_handins: list[tup
         console.print(f"hand-ins to check ({len(handin_problems)}):", soft_wrap=True)
         for who, why in handin_problems:
             console.print(_plain(f"  {who}: {why}"), soft_wrap=True)
-    if skipped:
-        console.print(f"{len(skipped)} unchanged submissions were not regraded (--force regrades them)", soft_wrap=True)
 
 
 def cmd_export(course: Course, args: argparse.Namespace) -> int:
@@ -531,6 +566,9 @@ def _parser() -> argparse.ArgumentParser:
                             "and complete those grades in the same gradebook (the CPU results stay)")
     grade.add_argument("--moodle-worksheet", type=Path, metavar="FILE",
                        help="with a Moodle download: its grading worksheet CSV, the source of hand-in times")
+    grade.add_argument("--pick", action="append", default=[], metavar="TEAM=FILE",
+                       help="the notebook to grade of a hand-in that holds several (as `hand-ins to check` lists "
+                            "them); repeat for several hand-ins, and give it again on reruns")
     grade.add_argument("--profile", type=Path, metavar="FILE",
                        help="write where the time went, per submission and stage, to FILE (JSON; bench/stages.py "
                             "prints it as a table)")

@@ -49,6 +49,9 @@ MISTAKES = {
         "ASSIGNMENTS[0].tolerances.fp8: unknown dtype profile"),
     "duplicate id": (
         lambda c: second_assignment(c), f"ASSIGNMENTS[1].id: duplicate assignment id '{ASSIGNMENT}'"),
+    "late policy per minute": (
+        lambda c: c["DEFAULTS"]["late_policy"].update(per="minute"),
+        "ASSIGNMENTS[0].late_policy.per: 'minute' is not one of ['day', 'hour']"),
     "late cap above 100": (
         lambda c: c["DEFAULTS"]["late_policy"].update(cap_percent=150),
         "ASSIGNMENTS[0].late_policy.cap_percent: must be at most 100"),
@@ -87,6 +90,14 @@ def test_assignment_overrides_merge_into_defaults(make_course, course_config):
 @pytest.mark.parametrize("days_late, percent", [(0, 0), (0.01, 10), (1.0, 10), (1.5, 20), (30, 50)])
 def test_late_penalty_counts_started_days_and_caps(assignment, days_late, percent):
     assert assignment.late_policy.penalty_percent(days_late) == percent
+
+
+@pytest.mark.parametrize("days_late, percent", [(0, 0), (1 / 24, 10 / 24), (1.01 / 24, 20 / 24), (1.5, 15),
+                                                (30, 50)])
+def test_late_penalty_per_started_hour(make_course, course_config, days_late, percent):
+    course_config["DEFAULTS"]["late_policy"]["per"] = "hour"
+    policy = load_course(make_course(config=course_config)).get(ASSIGNMENT).late_policy
+    assert policy.penalty_percent(days_late) == pytest.approx(percent)
 
 
 def test_course_root_is_found_upwards_or_from_the_environment(make_course, tmp_path, monkeypatch):

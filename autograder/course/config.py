@@ -33,18 +33,23 @@ class Tolerance:
     atol: float
 
 
+LATE_UNITS = {"day": 1, "hour": 24}  # `late_policy.per`: what a started unit of lateness costs
+
+
 @dataclass(frozen=True)
 class LatePolicy:
     percent_per_day: float
     cap_percent: float
+    per: str = "day"  # "day": every started day costs percent_per_day; "hour": every started hour 1/24 of it
 
     def penalty_percent(self, days_late: float) -> float:
-        """Started days count as whole days; the deduction never exceeds the cap."""
+        """Started units (days, or hours) count whole; the deduction never exceeds the cap."""
         if days_late <= 0:
             return 0.0
         import math
 
-        return min(self.cap_percent, math.ceil(days_late) * self.percent_per_day)
+        units = LATE_UNITS[self.per]
+        return min(self.cap_percent, math.ceil(round(days_late * units, 9)) * self.percent_per_day / units)
 
 
 @dataclass(frozen=True)
@@ -254,11 +259,16 @@ def _assignment(raw: dict, where: str, tz, root: Path, path: Path) -> Assignment
             raise _fail(path, f"{where}.tolerances.{profile}", "missing (set it here or in DEFAULTS)")
 
     late = raw.get("late_policy")
-    if not isinstance(late, dict) or set(late) != {"percent_per_day", "cap_percent"}:
-        raise _fail(path, f"{where}.late_policy", "must be a dict with 'percent_per_day' and 'cap_percent'")
+    if not isinstance(late, dict) or not {"percent_per_day", "cap_percent"} <= set(late) <= {
+            "percent_per_day", "cap_percent", "per"}:
+        raise _fail(path, f"{where}.late_policy", "must be a dict with 'percent_per_day' and 'cap_percent' "
+                                                  "(and optionally 'per')")
+    if late.get("per", "day") not in LATE_UNITS:
+        raise _fail(path, f"{where}.late_policy.per", f"{late['per']!r} is not one of {list(LATE_UNITS)}")
     late_policy = LatePolicy(
         _number(late["percent_per_day"], path, f"{where}.late_policy.percent_per_day", positive=False),
         _number(late["cap_percent"], path, f"{where}.late_policy.cap_percent", positive=False),
+        late.get("per", "day"),
     )
     if late_policy.cap_percent > 100:
         raise _fail(path, f"{where}.late_policy.cap_percent", "must be at most 100")

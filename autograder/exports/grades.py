@@ -29,6 +29,7 @@ from autograder.course.gradebook import TEST_STATUSES, Gradebook, SubmissionResu
 from autograder.course.roster import Roster
 from autograder.exports.formats import page_template, text_cell
 from autograder.exports.manual import manual_cells, ungraded, with_manual_scores
+from autograder.grading.handins import graded_name
 
 WAITING_FOR = {"needs-gpu": "needs GPU runner", "needs-grading": "reflections not graded yet"}
 INCOMPLETE = f"incomplete ({WAITING_FOR['needs-gpu']})"
@@ -198,6 +199,7 @@ def write_feedback_pages(gradebook: Gradebook, assignment: Assignment, out_dir: 
     template = page_template("feedback.html")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    records = gradebook.handins(assignment.id)
 
     def write(sub: SubmissionResult, name: str) -> Path:
         questions = defaultdict(list)
@@ -209,6 +211,9 @@ def write_feedback_pages(gradebook: Gradebook, assignment: Assignment, out_dir: 
         page = template.render(
             assignment=assignment, sub=sub, questions=dict(questions), totals=sub.per_question(),
             warnings=[w for w in sub.load_messages.splitlines() if w], penalty=_late_penalty_percent(sub, assignment),
+            graded_file=graded_name(Path(sub.path), f"{assignment.id}.ipynb"),
+            handin_notes=[n for n in (records[sub.submission_id].notes if sub.submission_id in records else "").split(
+                "\n") if n],
         )
         path = out_dir / f"{name}.html"
         path.write_text(page, encoding="utf-8")

@@ -112,13 +112,16 @@ def write_sheets(gradebook: Gradebook, assignment: Assignment, out_dir: Path) ->
 
     cells = manual_cells(assignment)
     scores = gradebook.manual_scores(assignment.id)
+    records = gradebook.handins(assignment.id)  # notes the TA reads beside the answers (online text)
     subs = [s for s in gradebook.submissions(assignment.id) if s.status == "graded"]
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, teams = [], []
     for sub in subs:
         found = answers(sub, assignment)
         given = scores.get(sub.submission_id, {})
-        teams.append({"id": sub.submission_id, "answers": [
+        record = records.get(sub.submission_id)
+        teams.append({"id": sub.submission_id, "notes": [n for n in (record.notes if record else "").split("\n") if n],
+                      "answers": [
             {"cell": c, "answer": found.get(c.grade_id, found.get("", "(no answer cell with this grade id: its "
                                                                         "metadata was removed or the cell deleted)")),
              "score": given.get(c.grade_id)} for c in cells]})

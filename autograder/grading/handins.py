@@ -211,6 +211,28 @@ def find_notebook(path: Path, preferred_name: str | None = None) -> Path:
         return _one_of(notebooks, preferred_name, name, lambda p: shown(p.relative_to(folder)), passed_over)
 
 
+def notebook_choices(path: Path) -> dict[str, Path]:
+    """The files a folder hand-in could be graded from, by their path inside it: its notebooks, else its
+    .zip archives (what `find_notebook` chooses among). Empty for a file or a folder that cannot be read:
+    grading says why."""
+    if not stat.S_ISDIR(os.lstat(path).st_mode if os.path.lexists(path) else 0):
+        return {}
+    folder = Path(os.path.realpath(path))
+    try:
+        notebooks, archives, _ = _notebooks_in(folder, _name(path))
+    except SubmissionFormatError:
+        return {}
+    return {shown(p.relative_to(folder)): p for p in notebooks or archives}
+
+
+def graded_name(path: Path, preferred_name: str | None = None) -> str:
+    """The name of the file a hand-in's grade is for, as the score table and feedback page show it."""
+    try:
+        return shown(find_notebook(path, preferred_name).name)
+    except SubmissionFormatError:
+        return ""
+
+
 def _one_of(notebooks: list, preferred_name: str | None, name: str, show, passed_over=(), base=lambda p: p.name):
     """The one notebook to grade among `notebooks` (paths, or archive members with their own `base`
     name), else a message saying what to hand in."""

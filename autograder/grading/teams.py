@@ -9,12 +9,14 @@ reading only.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autograder.course.gradebook import safe_text
 from autograder.course.roster import Roster
-from autograder.grading.handins import SubmissionFormatError, find_notebook, read_manifest
+from autograder.grading.handins import (SubmissionFormatError, find_notebook, notebook_choices, read_manifest,
+                                        submission_digest)
 
 
 @dataclass
@@ -26,6 +28,7 @@ class Handin:
     members: tuple[str, ...] = ()
     submitted_at: dt.datetime | None = None  # from the LMS, never from the student's own files
     notes: list[str] = field(default_factory=list)
+    choices: dict[str, Path] | None = None  # the files to choose among where `path` is not a folder holding them
 
 
 def read_handins(found: dict[str, Path], notebook_name: str, roster: Roster | None
@@ -58,11 +61,12 @@ def add_manifests(handins: dict[str, Handin], notebook_name: str) -> list[tuple[
     return problems
 
 
-def attribute(found: dict[str, Handin], roster: Roster | None) -> tuple[dict[str, Handin], list[tuple[str, str]]]:
+def attribute(found: dict[str, Handin], roster: Roster | None, notebook_name: str | None = None,
+              ) -> tuple[dict[str, Handin], list[tuple[str, str]]]:
     """Submission id -> hand-in, keyed by team id wherever the team is known, and the problems to report.
 
     Several hand-ins of one team: the latest (by LMS time, else the last by name) counts, the others are
-    reported. A hand-in whose team is unknown keeps its own id and is reported: its grade is not
+    reported unless they hold the same notebook (an LMS's copy per member of one group hand-in). A hand-in whose team is unknown keeps its own id and is reported: its grade is not
     given to anyone until a TA fixes the roster or renames it.
     """
     problems: list[tuple[str, str]] = []
@@ -89,11 +93,52 @@ def attribute(found: dict[str, Handin], roster: Roster | None) -> tuple[dict[str
             continue
         entries.sort(key=lambda e: e[1].submitted_at or dt.datetime.min.replace(tzinfo=dt.timezone.utc))
         (_, latest), older = entries[-1], entries[:-1]
+        same = submission_digest(latest.path, notebook_name) if older else None
+        older = [(sid, h) for sid, h in older if submission_digest(h.path, notebook_name) != same]
         for sid, _ in older:
             problems.append((sid, f"an earlier hand-in of team {key}; the latest ({shown_time(latest)}) is graded"))
-            latest.notes.append(f"team {key} handed in {len(entries)} times; the latest counts")
+            latest.notes.append(f"team {key} handed in {len(older) + 1} times; the latest counts")
         result[key] = latest
     return result, problems
+
+
+_COPY = r"(?: \(\d+\)|-Copy\d+| - Copy| copy(?: \d+)?)?"  # Moodle's second upload, Jupyter's and desktops' copies
+
+
+def choose_notebooks(handins: dict[str, Handin], notebook_name: str, picks: dict[str, str]
+                     ) -> list[tuple[str, str]]:
+    """Point each hand-in that holds several notebooks at the one to grade, never by guessing.
+
+    The course staff's pick (`picks[submission id] = file`) counts. Else one file that is named as the
+    release (or a copy or a renamed upload of it) beside unrelated notebooks is graded and the others are
+    noted; several notebooks none of which is named as the release are graded as the error they are
+    (unless picked); a hand-in with several versions of the release notebook (`01_demo.ipynb`, Moodle's
+    `01_demo (1).ipynb`) is taken out of the batch and reported with every candidate, since nothing
+    says which is the latest. Returns the problems to report."""
+    version = re.compile(rf"(?:Copy of )?{re.escape(Path(notebook_name).stem)}{_COPY}\.ipynb", re.IGNORECASE)
+    problems = []
+    for sid, h in list(handins.items()):
+        choices = h.choices or notebook_choices(h.path)
+        if len(choices) < 2:
+            continue
+        listed = ", ".join(choices)
+        pick = picks.get(sid)
+        versions = [name for name in choices if version.fullmatch(Path(name).name)]
+        if pick in choices:
+            h.path = choices[pick]
+            h.notes.append(f"graded {pick}, chosen by the course staff among {listed}")
+        elif pick is None and len(versions) == 1:
+            h.path = choices[versions[0]]
+            h.notes.append(f"graded {versions[0]}; also handed in, not graded: "
+                           f"{', '.join(n for n in choices if n != versions[0])}")
+        elif pick is None and not versions:
+            continue  # none is the assignment's notebook: grading records that the student must hand in one
+        else:
+            del handins[sid]
+            wrong = f"--pick names {pick!r}, which it does not hold; " if pick else ""
+            problems.append((sid, f"{wrong}holds {len(choices)} notebooks ({listed}) and nothing says which is "
+                                  f"the latest: not graded until you name one, `--pick '{sid}=FILE'`"))
+    return problems
 
 
 def shown_time(h: Handin) -> str:
