@@ -262,8 +262,10 @@ def disguise(code: str, steps, seed: int, keep: set[str]) -> str:
 
 
 def copy_function(code: str, donor: str, name: str) -> str:
-    """`code` with its definition of `name` replaced by the donor's (the rest stays the team's own)."""
+    """`code` with its definition of `name` replaced by the donor's, the donor's imports added (the
+    rest stays the team's own)."""
     tree, other = _parse(code), _parse(donor)
     given = next(n for n in other.body if getattr(n, "name", None) == name)
-    tree.body = [copy.deepcopy(given) if getattr(n, "name", None) == name else n for n in tree.body]
+    imports = [n for n in other.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    tree.body = imports + [copy.deepcopy(given) if getattr(n, "name", None) == name else n for n in tree.body]
     return ast.unparse(tree)

@@ -8,7 +8,8 @@ part and from the whole alike.
 Per function: similarity = 2 * shared / (weight of A's function + weight of B's), coverage = shared /
 weight of one side's. Per notebook the same over all functions. A pair's score is the larger of its
 notebook similarity and its most similar function's, the latter scaled down while fewer than
-`CONFIDENT` fingerprints are shared (a three-token function alike in two teams tells nothing).
+`CONFIDENT` fingerprints only the two share are (a short function alike in two teams tells little, and
+less when others write it too).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 
 from autograder.similarity.sources import Document, Template
 
-CONFIDENT = 8  # shared fingerprints for a function's similarity to count in full
+CONFIDENT = 20  # shared fingerprints for a function's similarity to count in full
 DETAILED = 40  # pairs shown side by side (and every outlier)
 FENCE_IQR = 3.0  # Tukey's far-out fence: Q3 + 3 IQR
 MIN_PAIRS_FOR_FENCE = 6
@@ -86,6 +87,7 @@ class Weights:
             self.df.update({p.hash for part in doc.parts.values() for p in part.prints})
             self.lines.update(set(doc.lines) - template.lines)
         self.n = len(docs)
+        self.confident = CONFIDENT * math.log((self.n + 1) / 2)  # the weight of CONFIDENT rare fingerprints
 
     def __call__(self, h: int) -> float:
         return math.log((self.n + 1) / max(1, self.df[h]))
@@ -161,7 +163,7 @@ def _score(a: Side, b: Side, weigh: Weights, scope: str) -> Match:
             value = 2 * shared / (a.weight[unit] + b.weight[unit])
         else:
             value = shared / a.weight[unit]
-        value *= min(1.0, len(common) / CONFIDENT)
+        value *= min(1.0, shared / weigh.confident)
         if value > best:
             best, best_unit = value, unit
     cover_a = shared_total / a.total if a.total else 0.0
@@ -187,7 +189,7 @@ def _public(a: Side, b: Side, weigh: Weights) -> Match | None:
             continue
         shared = sum(weigh(h) for h in common)
         shared_total += shared
-        value = shared / a.weight[unit] * min(1.0, len(common) / CONFIDENT)
+        value = shared / a.weight[unit] * min(1.0, shared / weigh.confident)
         if value > best:
             best, best_unit = value, unit
     if not shared_total:

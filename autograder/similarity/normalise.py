@@ -39,8 +39,9 @@ class Unit:
 
     name: str
     text: str  # the code as written, shown side by side
-    tokens: list[str] = field(default_factory=list)
-    lines: list[int] = field(default_factory=list)  # 1-based line in `text` of each token
+    # the tokens of each top-level statement and the 1-based line in `text` of each token; k-grams never
+    # span two statements, so a statement reads the same whatever a team put around it
+    streams: list[tuple[list[str], list[int]]] = field(default_factory=list)
 
 
 @dataclass
@@ -151,11 +152,7 @@ def _unit(name: str, segments: list[_Segment], aliases: dict[str, str], sort_res
         texts.append(text)
         offset += text.count("\n") + 2  # a blank line between segments
     head, rest = (streams[:0], streams) if sort_rest else (streams[:1], streams[1:])
-    unit = Unit(name, "\n\n".join(texts))
-    for tokens, lines in head + sorted(rest, key=lambda s: s[0]):
-        unit.tokens += tokens
-        unit.lines += lines
-    return unit
+    return Unit(name, "\n\n".join(texts), head + sorted(rest, key=lambda s: s[0]))
 
 
 def _bound(node: ast.AST) -> set[str]:

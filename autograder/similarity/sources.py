@@ -70,7 +70,8 @@ def code_lines(sources: list[str]) -> list[str]:
 
 
 def document(name: str, units: list[Unit], sources: list[str]) -> Document:
-    return Document(name, {u.name: Part(u.text, winnow(u.tokens, u.lines)) for u in units}, code_lines(sources))
+    return Document(name, {u.name: Part(u.text, [p for tokens, lines in u.streams for p in winnow(tokens, lines)])
+                           for u in units}, code_lines(sources))
 
 
 def graded_names(release_notebook: Path) -> list[str]:
@@ -87,7 +88,8 @@ def release_template(release_dir: Path, notebook_name: str, graded: list[str]) -
     modules = [p.read_text(encoding="utf-8") for p in sorted(release_dir.glob("*.py"))]
     units = units_of_cells(cells + text, graded) + [u for m in modules for u in units_of_module(m)]
     units += units_of_cells(modules, [])  # their top-level code too
-    return Template({h for u in units for h in kgrams(u.tokens)}, set(code_lines(cells + text + modules)))
+    hashes = {h for u in units for tokens, _ in u.streams for h in kgrams(tokens)}
+    return Template(hashes, set(code_lines(cells + text + modules)))
 
 
 class Index:
