@@ -30,7 +30,7 @@ _MUTATING = frozenset({"append", "extend", "insert", "pop", "remove", "add", "up
                        "sort", "reverse", "discard"})
 _BARRIERS = (ast.Return, ast.Raise, ast.Break, ast.Continue, ast.Global, ast.Nonlocal, ast.Try)
 _MAX_STRING = 40  # longer string constants become a hash: the same, and short to store
-_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
 @dataclass
@@ -72,7 +72,7 @@ def units_of_cells(cells: list[str], graded: list[str]) -> list[Unit]:
             first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
             segments.append(_Segment(node, lines, first))
     aliases = _aliases(s.node for s in segments)
-    defined = {s.node.name: s for s in segments if isinstance(s.node, _DEFS)}  # the last definition runs
+    defined = {s.node.name: s for s in segments if isinstance(s.node, DEFINITIONS)}  # the last definition runs
     taken: set[str] = set()
     units = []
     for name in graded:
@@ -82,7 +82,7 @@ def units_of_cells(cells: list[str], graded: list[str]) -> list[Unit]:
         taken.update(s.node.name for s in members)
         units.append(_unit(name, members, aliases, sort_rest=False))
     rest = [s for s in segments if not isinstance(s.node, (ast.Import, ast.ImportFrom))
-            and not (isinstance(s.node, _DEFS) and (s.node.name in taken or defined.get(s.node.name) is not s))]
+            and not (isinstance(s.node, DEFINITIONS) and (s.node.name in taken or defined.get(s.node.name) is not s))]
     if rest:
         units.append(_unit(OTHER_CODE, rest, aliases, sort_rest=True))
     return units
@@ -237,8 +237,29 @@ def _clean_block(body: list[ast.stmt]) -> list[ast.stmt]:
             handler.body = _clean_block(handler.body)
         if isinstance(stmt, (ast.If, ast.For, ast.While, ast.With)) and not stmt.body and not getattr(stmt, "orelse", []):
             continue
+        comprehension = _append_loop_as_comprehension(out[-1], stmt) if out else None
+        if comprehension is not None:
+            out[-1] = comprehension
+            continue
         out.append(stmt)
     return out
+
+
+def _append_loop_as_comprehension(before: ast.stmt, loop: ast.stmt) -> ast.stmt | None:
+    """`xs = []` and `for t in it: [if c:] xs.append(e)` -> `xs = [e for t in it [if c]]`."""
+    if not (isinstance(before, ast.Assign) and len(before.targets) == 1 and isinstance(before.targets[0], ast.Name)
+            and isinstance(before.value, ast.List) and not before.value.elts
+            and isinstance(loop, ast.For) and not loop.orelse and len(loop.body) == 1):
+        return None
+    body, conditions = loop.body[0], []
+    if isinstance(body, ast.If) and not body.orelse and len(body.body) == 1:
+        conditions, body = [body.test], body.body[0]
+    if not (isinstance(body, ast.Expr) and _is_accumulation(body.value) and isinstance(body.value.func.value, ast.Name)
+            and body.value.func.value.id == before.targets[0].id and body.value.func.attr == "append"):
+        return None
+    generator = ast.comprehension(target=loop.target, iter=loop.iter, ifs=conditions, is_async=0)
+    value = ast.copy_location(ast.ListComp(elt=body.value.args[0], generators=[generator]), loop)
+    return ast.copy_location(ast.Assign(targets=before.targets, value=value), before)
 
 
 def _set_ctx(node: ast.AST, ctx) -> None:
@@ -258,11 +279,16 @@ def _counting_while_as_for(loop: ast.While, before: list[ast.stmt]) -> ast.stmt:
     if not step:
         return loop
     args = [test.comparators[0]]
-    if before and isinstance(before[-1], ast.Assign) and len(before[-1].targets) == 1 \
-            and isinstance(before[-1].targets[0], ast.Name) and before[-1].targets[0].id == counter:
-        start = before.pop().value
-        if not (isinstance(start, ast.Constant) and start.value == 0):
-            args.insert(0, start)
+    for i in range(len(before) - 1, -1, -1):  # the counter's start, where nothing since has used it
+        stmt = before[i]
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name) \
+                and stmt.targets[0].id == counter:
+            start = before.pop(i).value
+            if not (isinstance(start, ast.Constant) and start.value == 0):
+                args.insert(0, start)
+            break
+        if any(isinstance(n, ast.Name) and n.id == counter for n in ast.walk(stmt)):
+            break
     call = ast.copy_location(ast.Call(func=ast.Name("range", ast.Load()), args=args, keywords=[]), test)
     return ast.copy_location(ast.For(target=ast.Name(counter, ast.Store()), iter=call, body=loop.body[:-1],
                                      orelse=[], type_comment=None), loop)
@@ -287,7 +313,7 @@ def _blocks(node: ast.AST):
         if isinstance(block, list) and block and isinstance(block[0], ast.stmt):
             yield block
             for stmt in block:
-                if not isinstance(stmt, _DEFS):
+                if not isinstance(stmt, DEFINITIONS):
                     yield from _blocks(stmt)
     for handler in getattr(node, "handlers", []):
         yield handler.body

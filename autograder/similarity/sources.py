@@ -7,6 +7,7 @@ Reading a notebook into fingerprints is the slow part, so each file's result is 
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ from autograder.grading.extraction import extract
 from autograder.grading.handins import (MAX_ENTRIES, SubmissionFormatError, discover, find_notebook, notebook_file,
                                         read_notebook, shown)
 from autograder.similarity.fingerprints import VERSION, Print, kgrams, winnow
-from autograder.similarity.normalise import Unit, units_of_cells, units_of_module
+from autograder.similarity.normalise import DEFINITIONS, Unit, units_of_cells, units_of_module
 
 _FENCED = re.compile(r"```(?:python|py)?\n(.*?)```", re.S)
 MIN_LINE_CHARS = 12  # shorter lines (`return out`, `else:`) are too common to tell anything
@@ -75,9 +76,15 @@ def document(name: str, units: list[Unit], sources: list[str]) -> Document:
 
 
 def graded_names(release_notebook: Path) -> list[str]:
-    """The graded functions and classes, in notebook order, from the release's own metadata."""
-    meta = json.loads(release_notebook.read_text(encoding="utf-8")).get("metadata", {}).get("autograder", {})
-    return [name for task in meta.get("graded", {}).values() for name in task if "." not in name]
+    """The graded functions and classes, in notebook order: from the release's own metadata, else the
+    definitions of its answer cells."""
+    nb = json.loads(release_notebook.read_text(encoding="utf-8"))
+    graded = nb.get("metadata", {}).get("autograder", {}).get("graded")
+    if graded is not None:
+        return [name for task in graded.values() for name in task if "." not in name]
+    answers = ["".join(c.get("source", "")) for c in nb.get("cells", []) if c.get("cell_type") == "code"
+               and c.get("metadata", {}).get("nbgrader", {}).get("solution")]
+    return [n.name for source in answers for n in ast.parse(source).body if isinstance(n, DEFINITIONS)]
 
 
 def release_template(release_dir: Path, notebook_name: str, graded: list[str]) -> Template:
@@ -146,7 +153,7 @@ def past_documents(folders: list[Path], notebook_name: str, graded: list[str], i
     for folder in folders:
         found, skipped = discover([folder])
         problems += skipped
-        for sid, path in sorted(found.handins.items()):
+        for sid, path in sorted(found.items()):
             name = f"{shown(folder.name)}/{sid}"
             try:
                 docs.append(notebook_document(path, notebook_name, graded, index, name))
