@@ -446,6 +446,33 @@ def _export_moodle(course: Course, assignment, gradebook: Gradebook, args: argpa
     return 0
 
 
+def cmd_similarity(course: Course, args: argparse.Namespace) -> int:
+    """Compare the code of hand-ins read as `grade` reads them: pairwise, against earlier years' hand-ins
+    and against public code; write the report (HTML, CSV, JSON)."""
+    from autograder.similarity.report import analyse, write_report
+
+    assignment = course.get(args.assignment)
+    if not args.paths and not args.past:
+        print("autograder: error: name the hand-ins to compare (PATH), or --past folders to index", file=sys.stderr)
+        return 2
+    with contextlib.ExitStack() as unpacked:  # a Moodle download unpacked for reading, removed at the end
+        handins, not_handins, handin_problems = _handins_to_grade(course, assignment, args, unpacked)
+        analysis = analyse(assignment, handins, args.past, args.public, args.index)
+    written = write_report(analysis, args.output)
+    result = analysis.result
+    outliers = [m for m in result.pairs if m.outlier]
+    read, reused = analysis.indexed
+    print(f"{assignment.id}: {analysis.teams} hand-ins, {len(result.pairs)} pairs, {len(outliers)} outlier pairs, "
+          f"{len(result.clusters)} clusters; {analysis.past} earlier hand-ins, {analysis.public} public files "
+          f"({read} read, {reused} from the index {args.index}) in {analysis.seconds:.1f} s")
+    for m in outliers[:10]:
+        print(_plain(f"  {m.score:.2f}  {m.a} ~ {m.b} (most alike: {m.best_unit})"))
+    for entry, why in not_handins + handin_problems + analysis.not_read:
+        print(_plain(f"  not compared or to check: {entry}: {why}"), file=sys.stderr)
+    print("wrote " + ", ".join(map(str, written)) + " (similarity, not a verdict: read the code side by side)")
+    return 0
+
+
 def cmd_import_manual(course: Course, args: argparse.Namespace) -> int:
     """Record hand-given points from a filled-in sheet; all rows or none."""
     from autograder.exports.manual import import_sheet
@@ -590,6 +617,29 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--output", type=Path,
                         help="file (csv; default: standard output) or folder (html, gradescope) to write")
     export.set_defaults(run=cmd_export)
+
+    similarity = commands.add_parser(
+        "similarity", help="which teams' code came from each other, from earlier years or from public code",
+        description="Read hand-ins as `grade` does and compare their code function by function, the release's "
+                    "template left out: every pair of this cohort, each team against earlier years' hand-ins "
+                    "(--past, indexed once) and against public code (--public). Writes an HTML report, CSV and "
+                    "JSON; it shows similarity, not a verdict.")
+    similarity.add_argument("assignment", metavar="ASSIGNMENT")
+    similarity.add_argument("paths", nargs="*", type=Path, metavar="PATH",
+                            help="notebooks, folders, packed .zip hand-ins or a Moodle download, as for `grade`")
+    similarity.add_argument("--past", type=Path, action="append", default=[], metavar="DIR",
+                            help="a folder of earlier years' hand-ins of this assignment (repeatable)")
+    similarity.add_argument("--public", type=Path, action="append", default=[], metavar="DIR",
+                            help="a folder of public code: known solutions, library source (.py, .ipynb; "
+                                 "repeatable)")
+    similarity.add_argument("--output", type=Path, required=True, metavar="DIR",
+                            help="folder for <assignment>_similarity.html, .csv and .json")
+    similarity.add_argument("--index", type=Path, default=Path("similarity_index.db"), metavar="FILE",
+                            help="where what was read is kept, so earlier years are read once "
+                                 "(default: %(default)s)")
+    similarity.add_argument("--moodle-worksheet", type=Path, metavar="FILE",
+                            help="with a Moodle download: its grading worksheet CSV (names and e-mails for teams)")
+    similarity.set_defaults(run=cmd_similarity)
 
     manual = commands.add_parser("import-manual", help="record the points of a filled-in reflections sheet",
                                  description="Check every row of the sheet `export --format manual` wrote, then "

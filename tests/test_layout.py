@@ -14,7 +14,7 @@ import autograder
 PACKAGE = Path(autograder.__file__).parent
 # Stage of each subpackage, lowest first; siblings of one rank never import each other. A new subpackage
 # gets its rank here, and docs/architecture.md says where it sits.
-RANKS = {"course": 0, "grading": 1, "exports": 2, "student": 2, "authoring": 3, "cli": 5}
+RANKS = {"course": 0, "grading": 1, "exports": 2, "student": 2, "authoring": 3, "similarity": 4, "cli": 5}
 PUBLIC = {"zoo": "grading", "testing": "grading", "checks": "student", "validate": "student"}
 
 

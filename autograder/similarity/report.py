@@ -1,0 +1,98 @@
+"""`autograder similarity`: read everything, compare, write `<assignment>_similarity.html`, `.csv` and `.json`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from autograder.course.config import Assignment
+from autograder.exports.formats import page_template, text_cell
+from autograder.grading.handins import SubmissionFormatError
+from autograder.grading.teams import Handin
+from autograder.similarity.compare import Result, compare_all
+from autograder.similarity.normalise import OTHER_CODE
+from autograder.similarity.sources import (Index, graded_names, notebook_document, past_documents, public_documents,
+                                           release_template)
+
+BINS = 20  # histogram bars over scores 0..1
+
+
+@dataclass
+class Analysis:
+    assignment: Assignment
+    result: Result
+    teams: int
+    past: int
+    public: int
+    not_read: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    indexed: tuple[int, int] = (0, 0)  # documents read now, documents taken from the index
+
+
+def analyse(assignment: Assignment, handins: dict[str, Handin], past: list[Path], public: list[Path],
+            index_path: Path | None) -> Analysis:
+    """Everything compared with everything it should be: the cohort pairwise, the cohort one-way against
+    the past hand-ins and the public code; the release's own code left out everywhere."""
+    began = time.monotonic()
+    notebook = f"{assignment.id}.ipynb"
+    graded = graded_names(assignment.release_dir / notebook)
+    template = release_template(assignment.release_dir, notebook, graded)
+    index = Index(index_path)
+    try:
+        cohort, not_read = [], []
+        for sid, handin in sorted(handins.items()):
+            try:
+                cohort.append(notebook_document(handin.path, notebook, graded, index, sid))
+            except SubmissionFormatError as exc:
+                not_read.append((sid, str(exc)))
+        old, problems = past_documents(past, notebook, graded, index)
+        known, more = public_documents(public, index)
+    finally:
+        index.close()
+    result = compare_all(cohort, old, known, template)
+    return Analysis(assignment, result, len(cohort), len(old), len(known), not_read + problems + more,
+                    time.monotonic() - began, (index.read, index.reused))
+
+
+def write_report(analysis: Analysis, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"{analysis.assignment.id}_similarity"
+    page, table, data = stem.with_suffix(".html"), stem.with_suffix(".csv"), stem.with_suffix(".json")
+    result = analysis.result
+    page.write_text(page_template("similarity.html").render(
+        a=analysis, assignment=analysis.assignment, result=result, histogram=histogram(result),
+        other_code=OTHER_CODE, side_by_side=side_by_side), encoding="utf-8")
+    with table.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["scope", "team", "other", "score", "outlier", "similarity", "coverage_team",
+                         "coverage_other", "most_similar_function"])
+        for m in result.pairs + result.past + result.public:
+            writer.writerow([m.scope, text_cell(m.a), text_cell(m.b), f"{m.score:.4f}", int(m.outlier),
+                             f"{m.similarity:.4f}", f"{m.coverage[0]:.4f}",
+                             "" if m.coverage[1] is None else f"{m.coverage[1]:.4f}", text_cell(m.best_unit)])
+    data.write_text(json.dumps({
+        "assignment": analysis.assignment.id, "teams": analysis.teams, "past": analysis.past,
+        "public": analysis.public, "fence": result.fence, "clusters": result.clusters,
+        "not_read": [list(x) for x in analysis.not_read],
+        "pairs": [asdict(m) for m in result.pairs], "past_matches": [asdict(m) for m in result.past],
+        "public_matches": [asdict(m) for m in result.public]}, indent=1), encoding="utf-8")
+    return [page, table, data]
+
+
+def histogram(result: Result) -> list[dict]:
+    """Bars of the cohort's pair scores; a bar holding an outlier is marked."""
+    bars = [{"low": i / BINS, "count": 0, "outliers": 0} for i in range(BINS)]
+    for m in result.pairs:
+        bar = bars[min(BINS - 1, int(m.score * BINS))]
+        bar["count"] += 1
+        bar["outliers"] += m.outlier
+    return bars
+
+
+def side_by_side(text: str, marked: list[int]) -> list[tuple[int, str, bool]]:
+    """(line number, line, shared?) for each line of a function's code."""
+    shared = set(marked)
+    return [(i, line, i in shared) for i, line in enumerate(text.splitlines(), start=1)]
