@@ -455,9 +455,8 @@ def cmd_similarity(course: Course, args: argparse.Namespace) -> int:
     if not args.paths and not args.past:
         print("autograder: error: name the hand-ins to compare (PATH), or --past folders to index", file=sys.stderr)
         return 2
-    with contextlib.ExitStack() as unpacked:  # a Moodle download unpacked for reading, removed at the end
-        handins, not_handins, handin_problems = _handins_to_grade(course, assignment, args, unpacked)
-        analysis = analyse(assignment, handins, args.past, args.public, args.index)
+    handins, not_handins, handin_problems = _handins_to_grade(course, assignment, args)
+    analysis = analyse(assignment, handins, args.past, args.public, args.index)
     written = write_report(analysis, args.output)
     result = analysis.result
     outliers = [m for m in result.pairs if m.outlier]
@@ -528,6 +527,22 @@ def cmd_validate(course: Course | None, args: argparse.Namespace) -> int:
     return report.exit_status
 
 
+def _intake_arguments(command: argparse.ArgumentParser, paths: str) -> None:
+    """What `grade` and `similarity` read hand-ins from, the same way."""
+    command.add_argument("assignment", metavar="ASSIGNMENT")
+    command.add_argument("paths", nargs=paths, type=Path, metavar="PATH",
+                         help="notebooks, folders, packed .zip hand-ins or a Moodle download; the submission id is "
+                              "the file or folder name")
+    command.add_argument("--gradebook", type=Path, default=DEFAULT_PATH,
+                         help="SQLite gradebook; a Moodle download is kept unpacked beside it (default: %(default)s)")
+    command.add_argument("--moodle-worksheet", type=Path, metavar="FILE",
+                         help="with a Moodle download: its grading worksheet CSV, the source of hand-in times, "
+                              "groups and extensions")
+    command.add_argument("--pick", action="append", default=[], metavar="TEAM=FILE",
+                         help="the notebook to read of a hand-in that holds several (as `hand-ins to check` lists "
+                              "them); repeat for several hand-ins")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autograder", description="Release, grade and export course assignments.")
     parser.add_argument(
@@ -572,10 +587,7 @@ def _parser() -> argparse.ArgumentParser:
     mutants.set_defaults(run=cmd_mutants)
 
     grade = commands.add_parser("grade", help="grade submissions (notebooks, folders, LMS downloads)")
-    grade.add_argument("assignment", metavar="ASSIGNMENT")
-    grade.add_argument("paths", nargs="+", type=Path, metavar="PATH",
-                       help="notebooks or folders; the submission id is the file or folder name")
-    grade.add_argument("--gradebook", type=Path, default=DEFAULT_PATH, help="SQLite gradebook (default: %(default)s)")
+    _intake_arguments(grade, "+")
     grade.add_argument("--jobs", type=int, help="parallel grading workers (default: CPU count)")
     grade.add_argument("--force", action="store_true", help="regrade submissions that are already current")
     grade.add_argument("--executor", choices=["pool", "slurm", "submitit-local"], default="pool",
@@ -591,11 +603,6 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--pending-gpu", action="store_true",
                        help="on a GPU runner: run only the GPU-marked tests of submissions whose grade waits for them "
                             "and complete those grades in the same gradebook (the CPU results stay)")
-    grade.add_argument("--moodle-worksheet", type=Path, metavar="FILE",
-                       help="with a Moodle download: its grading worksheet CSV, the source of hand-in times")
-    grade.add_argument("--pick", action="append", default=[], metavar="TEAM=FILE",
-                       help="the notebook to grade of a hand-in that holds several (as `hand-ins to check` lists "
-                            "them); repeat for several hand-ins, and give it again on reruns")
     grade.add_argument("--profile", type=Path, metavar="FILE",
                        help="write where the time went, per submission and stage, to FILE (JSON; bench/stages.py "
                             "prints it as a table)")
@@ -624,9 +631,7 @@ def _parser() -> argparse.ArgumentParser:
                     "template left out: every pair of this cohort, each team against earlier years' hand-ins "
                     "(--past, indexed once) and against public code (--public). Writes an HTML report, CSV and "
                     "JSON; it shows similarity, not a verdict.")
-    similarity.add_argument("assignment", metavar="ASSIGNMENT")
-    similarity.add_argument("paths", nargs="*", type=Path, metavar="PATH",
-                            help="notebooks, folders, packed .zip hand-ins or a Moodle download, as for `grade`")
+    _intake_arguments(similarity, "*")
     similarity.add_argument("--past", type=Path, action="append", default=[], metavar="DIR",
                             help="a folder of earlier years' hand-ins of this assignment (repeatable)")
     similarity.add_argument("--public", type=Path, action="append", default=[], metavar="DIR",
@@ -637,8 +642,6 @@ def _parser() -> argparse.ArgumentParser:
     similarity.add_argument("--index", type=Path, default=Path("similarity_index.db"), metavar="FILE",
                             help="where what was read is kept, so earlier years are read once "
                                  "(default: %(default)s)")
-    similarity.add_argument("--moodle-worksheet", type=Path, metavar="FILE",
-                            help="with a Moodle download: its grading worksheet CSV (names and e-mails for teams)")
     similarity.set_defaults(run=cmd_similarity)
 
     manual = commands.add_parser("import-manual", help="record the points of a filled-in reflections sheet",

@@ -12,7 +12,6 @@ import nbformat
 import pytest
 
 from autograder.cli import main
-from autograder.similarity.fingerprints import kgrams
 from autograder.similarity.normalise import units_of_cells
 from autograder.student.packing import pack
 from conftest import ASSIGNMENT, CORRECT, ROOT, Cells, write_notebook
@@ -152,7 +151,7 @@ def test_past_hand_ins_are_indexed_once_and_public_code_is_found(tmp_path, impls
             "--output", tmp_path / "out", "--index", tmp_path / "index.db"]
     assert course_cli(*args) == 0
     first = capsys.readouterr().out
-    assert f"2 hand-ins, 1 pairs" in first and "4 earlier hand-ins, 1 public files (7 read, 0 from the index" in first
+    assert "2 hand-ins, 1 pairs" in first and "4 earlier hand-ins, 1 public files (7 read, 0 from the index" in first
     data = json.loads((tmp_path / "out" / f"{A}_similarity.json").read_text())
     best_past = data["past_matches"][0]
     assert (best_past["a"], best_past["b"]) == ("team_x", "2026/old_1") and best_past["score"] > 0.9  # old_1: loops
@@ -168,7 +167,9 @@ def test_past_hand_ins_are_indexed_once_and_public_code_is_found(tmp_path, impls
 
 
 def test_a_moodle_download_is_read_as_grade_reads_it(make_course, course_config, tmp_path, capsys):
-    from test_moodle import TEAMS, build_download
+    import datetime as dt
+
+    from test_moodle import BERLIN, TEAMS, WRONG, entry, notebook, person, worksheet, write_zip
 
     course_config["TEAMS"] = TEAMS
     root = make_course(config=course_config)
@@ -176,9 +177,15 @@ def test_a_moodle_download_is_read_as_grade_reads_it(make_course, course_config,
         Cells.readonly("setup", "import torch"),
         Cells.answer("top_k_filter", 'def top_k_filter(logits, k):\n    """Keep the k largest."""\n'
                                      "    raise NotImplementedError()")])
-    download, sheet = build_download(tmp_path)
+    at = {"1001": dt.datetime(2027, 4, 26, 10, 0, tzinfo=BERLIN), "1002": dt.datetime(2027, 4, 27, 23, 0, tzinfo=BERLIN),
+          "2001": dt.datetime(2027, 4, 27, 22, 0, tzinfo=BERLIN)}
+    files = {entry(person("1001"), "file", f"{ASSIGNMENT}.ipynb", "4.1", True): notebook(tmp_path, "zoe", WRONG),
+             entry(person("1002"), "file", f"{ASSIGNMENT}.ipynb", "4.1", True): notebook(tmp_path, "jose", CORRECT),
+             entry(person("2001"), "file", f"{ASSIGNMENT}.ipynb", "4.1", True): notebook(tmp_path, "ana", CORRECT)}
+    download = write_zip(tmp_path / "LLM-01-42.zip", files)
+    sheet = worksheet(tmp_path / "Grades-LLM-01.csv", at)
     assert course_cli("similarity", ASSIGNMENT, download, "--moodle-worksheet", sheet, "--output", tmp_path / "out",
-                      "--index", tmp_path / "i.db", root=root) == 0
+                      "--index", tmp_path / "i.db", "--gradebook", tmp_path / "course" / "gradebook.db", root=root) == 0
     out = capsys.readouterr()
     assert "3 hand-ins" not in out.out and "2 hand-ins, 1 pairs" in out.out  # team01's earlier hand-in is not compared
     assert "Zoë Brontë_1001: an earlier hand-in of team team01" in out.err
