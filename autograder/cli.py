@@ -278,7 +278,10 @@ def _handins_to_grade(course: Course, assignment, args: argparse.Namespace):
     whose notebook the TA must name."""
     from autograder.grading.handins import discover
     from autograder.exports.moodle import is_download
-    from autograder.grading.teams import attribute, choose_notebooks, read_handins
+    import zoneinfo
+
+    from autograder.grading.teams import (apply_extensions, attribute, choose_notebooks, read_extensions, read_handins,
+                                          read_picks, remember_picks)
 
     notebook = f"{assignment.id}.ipynb"
     downloads = [p for p in args.paths if is_download(p)]
@@ -293,7 +296,12 @@ def _handins_to_grade(course: Course, assignment, args: argparse.Namespace):
         read, disagreements = read_handins(found, notebook, course.roster)
         handins, attribution = attribute(read, course.roster, notebook)
         problems = disagreements + attribution
-    return handins, not_handins, problems + choose_notebooks(handins, notebook, _picks(args.pick))
+    if args.extensions:
+        problems += apply_extensions(handins, read_extensions(args.extensions, zoneinfo.ZoneInfo(course.timezone)))
+    given = _picks(args.pick)
+    problems += choose_notebooks(handins, notebook, {**read_picks(course.root, assignment.id), **given})
+    remember_picks(course.root, assignment.id, {sid: name for sid, name in given.items() if sid in handins})
+    return handins, not_handins, problems
 
 
 def _picks(pairs: list[str]) -> dict[str, str]:
@@ -335,7 +343,8 @@ def _record_handins(gradebook: Gradebook, course: Course, assignment, handins: d
     for sid, h in handins.items():
         team = course.roster.teams.get(h.team) if course.roster and h.team else None
         members = tuple(m.id for m in team.members) if team else h.members
-        gradebook.record_handin(assignment.id, HandinRecord(sid, h.team, members, h.submitted_at, "\n".join(h.notes)))
+        gradebook.record_handin(assignment.id, HandinRecord(sid, h.team, members, h.submitted_at, "\n".join(h.notes),
+                                                            h.due))
 
 
 def _print_scores(assignment, results: dict, skipped: set, not_handins: list[tuple[str, str]],
@@ -351,7 +360,8 @@ def _print_scores(assignment, results: dict, skipped: set, not_handins: list[tup
     table = Table(title=f"{assignment.id}: {len(results)} submissions")
     problems = []
     for column in ("submission", "file", "points", "late", "final", "passed", "failed", "timeout", "notes"):
-        table.add_column(column, justify="left" if column in ("submission", "file", "notes") else "right")
+        table.add_column(column, justify="left" if column in ("submission", "file", "notes") else "right",
+                         overflow="fold")  # wrapped, never cut: a TA reads every note
     for sid in sorted(results):
         r = results[sid]
         counts = {s: sum(t.status == s for t in r.results) for s in ("passed", "failed", "timeout", "error")}
@@ -367,6 +377,8 @@ def _print_scores(assignment, results: dict, skipped: set, not_handins: list[tup
             notes.append(f"{counts['error']} grader errors")
         if r.load_messages:
             notes.append(f"{len(r.load_messages.splitlines())} load warnings")
+        if r.due:
+            notes.append(f"due {r.due.astimezone(assignment.due.tzinfo):%Y-%m-%d %H:%M} (extension)")
         table.add_row(_plain(sid), _plain(graded_name(Path(r.path), f"{assignment.id}.ipynb")),
                       f"{total:g}/{possible:g}", f"-{penalty:g}%" if penalty else "",
                       f"{final:g}", str(counts["passed"]), str(counts["failed"]), str(counts["timeout"]),
@@ -538,9 +550,12 @@ def _intake_arguments(command: argparse.ArgumentParser, paths: str) -> None:
     command.add_argument("--moodle-worksheet", type=Path, metavar="FILE",
                          help="with a Moodle download: its grading worksheet CSV, the source of hand-in times, "
                               "groups and extensions")
+    command.add_argument("--extensions", type=Path, metavar="FILE",
+                         help="due dates granted to teams or students: a CSV with the columns who (team or student "
+                              "id) and due (YYYY-MM-DD HH:MM); Moodle's worksheet brings its own")
     command.add_argument("--pick", action="append", default=[], metavar="TEAM=FILE",
                          help="the notebook to read of a hand-in that holds several (as `hand-ins to check` lists "
-                              "them); repeat for several hand-ins")
+                              "them); repeat for several hand-ins; kept in the course folder's picks.csv for reruns")
 
 
 def _parser() -> argparse.ArgumentParser:

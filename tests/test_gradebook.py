@@ -11,6 +11,7 @@ from autograder.course.gradebook import (
     APPLICATION_ID,
     Gradebook,
     GradebookError,
+    HandinRecord,
     ManualScore,
     SubmissionResult,
     TestResult,
@@ -294,7 +295,7 @@ def _unknown_tables(path):
 
 def _newer_schema(path):
     _gradebook(path)
-    sql(path, "PRAGMA user_version = 3")
+    sql(path, "PRAGMA user_version = 4")
 
 
 def _damaged(path):
@@ -313,7 +314,7 @@ def _damaged(path):
         (_other_application, "another application (application_id 0x00000000"),
         (_other_application_id, "another application (application_id 0x000004d2"),
         (_unknown_tables, "tables ['handins', 'manual_scores', 'results', 'submissions', 'users'] are not a gradebook's"),
-        (_newer_schema, "schema version 3, this autograder reads versions up to 2"),
+        (_newer_schema, "schema version 4, this autograder reads versions up to 3"),
         (_damaged, "SQLite cannot read it (database disk image is malformed)"),
     ],
 )
@@ -338,4 +339,28 @@ def test_a_version_1_gradebook_gains_the_new_tables_and_keeps_its_grades(tmp_pat
         assert [s.submission_id for s in gb.submissions(submission().assignment)] == [submission().submission_id]
         gb.record_manual(submission().assignment, [ManualScore(submission().submission_id, "reflection", 1.5, 2, "",
                                                                "ta", NOW)])
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+def test_a_version_2_gradebook_gains_due_dates_and_keeps_its_hand_ins(tmp_path):
+    """Schema 3 adds a hand-in's own due date (an extension); a gradebook of version 2 is upgraded in place."""
+    path = tmp_path / "gradebook.db"
+    sub = submission()
+    with Gradebook.open(path) as gb:
+        gb.record(sub)
+    sql(path, "DROP TABLE handins", """CREATE TABLE handins (assignment TEXT NOT NULL, submission_id TEXT NOT NULL,
+        team TEXT, members TEXT NOT NULL, submitted_at TEXT, notes TEXT NOT NULL,
+        PRIMARY KEY (assignment, submission_id))""",
+        f"INSERT INTO handins VALUES ('{sub.assignment}', '{sub.submission_id}', 'team01', '[\"s1\"]', "
+        f"'{NOW.isoformat()}', 'first')", "PRAGMA user_version = 2")
+    extended = NOW + dt.timedelta(days=3)
+    with Gradebook.open(path) as gb:
+        kept = gb.handins(sub.assignment)[sub.submission_id]
+        assert (kept.team, kept.members, kept.submitted_at, kept.notes, kept.due) == ("team01", ("s1",), NOW, "first", None)
+        gb.record_handin(sub.assignment, HandinRecord(sub.submission_id, "team01", ("s1",), NOW, "first", extended))
+        assert gb.handins(sub.assignment)[sub.submission_id].due == extended
+        loaded = gb.get(sub.assignment, sub.submission_id)
+        assert (loaded.submitted_at, loaded.due) == (NOW, extended)
+        gb.record(loaded)  # a regrade keeps the hand-in's due date apart from the grade
+        assert gb.get(sub.assignment, sub.submission_id).due == extended
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3

@@ -17,7 +17,7 @@ import zoneinfo
 import pytest
 
 from autograder.cli import main
-from autograder.exports.moodle import MoodleError, read_worksheet, submission_time
+from autograder.exports.moodle import MoodleError, extension_until, read_worksheet, submission_time
 from autograder.student.packing import pack
 from conftest import ASSIGNMENT, CORRECT, Cells, write_notebook
 
@@ -237,9 +237,19 @@ def test_a_renamed_second_upload_is_never_chosen_silently(cli, tmp_path, capsys,
     page = (tmp_path / "pages" / "team01.html").read_text()
     assert f"{ASSIGNMENT} (1).ipynb</strong>" in page and "Graded file: <strong>" in page  # flat: with Moodle's prefix
 
+    # The pick is kept in the course folder: a rerun grades the same file without repeating it.
+    assert cli("grade", ASSIGNMENT, download, "--moodle-worksheet", sheet, "--gradebook", db, "--force") == 0
+    assert f"{ASSIGNMENT} (1).ipynb" in capsys.readouterr().out
+    picks = next(tmp_path.glob("**/picks.csv"))
+    assert picks.read_text() == f"assignment,submission,file\n{ASSIGNMENT},team01,{ASSIGNMENT} (1).ipynb\n"
+
     assert cli("grade", ASSIGNMENT, download, "--moodle-worksheet", sheet, "--gradebook", db,
                "--pick", "team01=nope.ipynb") == 2
     assert "--pick names 'nope.ipynb', which it does not hold" in capsys.readouterr().out
+    assert f"team01,{ASSIGNMENT} (1).ipynb" in picks.read_text(), "a pick naming no file of the hand-in is not kept"
+    picks.write_text("team,file\n")
+    assert cli("grade", ASSIGNMENT, download, "--moodle-worksheet", sheet, "--gradebook", db) == 2
+    assert "picks.csv: needs the columns assignment,submission,file; fix or remove it" in capsys.readouterr().err
 
 
 def test_a_scratch_notebook_beside_the_release_one_is_named_not_hidden(cli, tmp_path, capsys):
@@ -308,3 +318,57 @@ def test_worksheet_problems_are_one_message(tmp_path):
     assert submission_time("-", BERLIN) is None
     with pytest.raises(MoodleError, match="not a time Moodle writes in English"):
         submission_time("Dienstag, 27. April 2027, 23:45", BERLIN)
+
+
+def _late_team02(tmp_path, status=None):
+    """team02 hands in 1 day 11 h after the due date; the worksheet's Status may carry an extension."""
+    at = {"2001": dt.datetime(2027, 4, 29, 11, 0, tzinfo=BERLIN)}
+    files = {entry(person("2001"), "file", f"{ASSIGNMENT}.ipynb", "4.1", True): notebook(tmp_path, "ana", CORRECT)}
+    return write_zip(tmp_path / "LLM-01-42.zip", files), worksheet(tmp_path / "Grades.csv", at, status=status)
+
+
+def test_an_extension_in_moodles_status_column_moves_the_due_date(cli, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # the score table on one line per hand-in
+    # gradingtable.php, when downloading: the status parts joined by " - ", the extension last.
+    status = {"2001": "Submitted for grading - Assignment was submitted 1 day 11 hours late - Not graded - "
+                      f"Extension granted until: {moodle_time(dt.datetime(2027, 4, 30, 23, 59, tzinfo=BERLIN))}"}
+    download, sheet = _late_team02(tmp_path, status)
+    db = tmp_path / "course" / "gradebook.db"
+    assert cli("grade", ASSIGNMENT, download, "--moodle-worksheet", sheet, "--gradebook", db) == 0
+    out = capsys.readouterr().out
+    assert "-20%" not in out and "due 2027-04-30 23:59 (extension)" in out
+    result = tmp_path / "upload.csv"
+    assert cli("export", ASSIGNMENT, "--gradebook", db, "--format", "moodle", "--worksheet", sheet,
+               "--output", result) == 0
+    assert upload_rows(result)["Ana Lúcia"]["Grade"] == "33.33"  # no late penalty
+    assert cli("export", ASSIGNMENT, "--gradebook", db, "--format", "html", "--output", tmp_path / "pages") == 0
+    assert "due date extended to 2027-04-30T23:59+02:00 (Moodle)" in (tmp_path / "pages" / "team02.html").read_text()
+
+
+def test_extensions_from_a_csv_and_an_id_that_matches_nothing(cli, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    download, sheet = _late_team02(tmp_path)
+    extensions = tmp_path / "extensions.csv"
+    extensions.write_text("who,due\nteam02,2027-04-29 12:00\nteam99,2027-05-01 00:00\n")
+    db = tmp_path / "course" / "gradebook.db"
+    assert cli("grade", ASSIGNMENT, download, "--moodle-worksheet", sheet, "--gradebook", db,
+               "--extensions", extensions) == 0
+    out = capsys.readouterr().out
+    assert "-20%" not in out and "due 2027-04-29 12:00 (extension)" in out
+    assert "team99: has an extension in --extensions but no hand-in to grade" in out
+    extensions.write_text("who,due\nteam02,next friday\n")
+    assert cli("grade", ASSIGNMENT, download, "--moodle-worksheet", sheet, "--gradebook", db,
+               "--extensions", extensions) == 2
+    assert "line 2: 'next friday' is not a date (YYYY-MM-DD HH:MM)" in capsys.readouterr().err
+    # Without the extension the same hand-in is late again: the due date is the hand-in's, not the grade's.
+    assert cli("grade", ASSIGNMENT, download, "--moodle-worksheet", sheet, "--gradebook", db) == 0
+    assert "-20%" in capsys.readouterr().out
+
+
+def test_the_extension_is_read_from_any_place_of_the_status_column():
+    until = dt.datetime(2027, 5, 4, 23, 59, tzinfo=BERLIN)
+    for status in (f"Extension granted until: {moodle_time(until)}",
+                   f"No submission - Extension granted until: {moodle_time(until)}",
+                   f"Submitted for grading - Graded - Extension granted until: {moodle_time(until)} - In review"):
+        assert extension_until(status, BERLIN) == until, status
+    assert extension_until("Submitted for grading - Not graded", BERLIN) is None

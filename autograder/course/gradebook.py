@@ -24,7 +24,8 @@ from pathlib import Path
 
 DEFAULT_PATH = Path("gradebook.db")
 APPLICATION_ID = 0x41475244  # "AGRD" in the SQLite header marks a file as our gradebook
-SCHEMA_VERSION = 2  # 2 added `handins` (who, when) and `manual_scores` (reflections graded by hand)
+SCHEMA_VERSION = 3  # 2 added `handins` (who, when) and `manual_scores` (reflections graded by hand); 3 a hand-in's
+# own due date (an extension the LMS granted)
 BUSY_TIMEOUT_S = 30.0  # how long a worker waits for another worker's write to finish
 
 # "graded-by-hand" and "needs-grading" are hand-graded cells, added by `manual.with_manual_scores`, never stored here.
@@ -34,7 +35,7 @@ SUBMISSION_STATUSES = ("graded", "error")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _HEADER_SIZE = 100
 _TABLES = {"submissions", "results", "handins", "manual_scores"}
-_TABLES_OF_VERSION = {1: {"submissions", "results"}, 2: _TABLES}
+_TABLES_OF_VERSION = {1: {"submissions", "results"}, 2: _TABLES, 3: _TABLES}
 _SCHEMA = (
     """CREATE TABLE submissions (
         assignment      TEXT NOT NULL,
@@ -90,6 +91,9 @@ _SCHEMA_2 = (
         PRIMARY KEY (assignment, submission_id, grade_id)
     )""",
 )
+_SCHEMA_3 = ("ALTER TABLE handins ADD COLUMN due_at TEXT",)
+# What brings a gradebook of the version before each key to that version; a new file runs them all.
+_UPGRADES = {2: _SCHEMA_2, 3: _SCHEMA_3}
 
 
 def safe_text(text: str) -> str:
@@ -150,6 +154,7 @@ class SubmissionResult:
     submitted_at: dt.datetime | None = None
     load_messages: str = ""  # e.g. extraction warnings, shown on the feedback page
     stages: dict = field(default_factory=dict, compare=False)  # seconds per grading stage; never stored
+    due: dt.datetime | None = None  # this hand-in's own due date (an extension), from its hand-in record
 
     def __post_init__(self):
         who = f"{self.assignment}/{self.submission_id}"
@@ -158,7 +163,7 @@ class SubmissionResult:
         if self.status == "error" and not self.message:
             raise ValueError(f"{who}: an error needs a message saying why the notebook could not be graded")
         # Naive times cannot be compared with the zoned due date of the late policy.
-        for name in ("graded_at", "submitted_at"):
+        for name in ("graded_at", "submitted_at", "due"):
             value = getattr(self, name)
             if value is not None and value.utcoffset() is None:
                 raise ValueError(f"{who}: {name} {value} has no time zone")
@@ -214,6 +219,7 @@ class HandinRecord:
     members: tuple[str, ...]
     submitted_at: dt.datetime | None
     notes: str
+    due: dt.datetime | None = None  # an extension the LMS (or the TA) granted: this hand-in's own due date
 
 
 class Gradebook:
@@ -271,10 +277,10 @@ class Gradebook:
 
     def record(self, sub: SubmissionResult) -> None:
         """Store `sub`, replacing any earlier grade of that submission, all or nothing."""
-        row = {f.name: getattr(sub, f.name) for f in fields(sub) if f.name not in ("results", "stages")}
+        row = {f.name: getattr(sub, f.name) for f in fields(sub) if f.name not in ("results", "stages", "due")}
         row.update(
             graded_at=_utc_text(sub.graded_at),
-            submitted_at=None if sub.submitted_at is None else _utc_text(sub.submitted_at),
+            submitted_at=_utc_or_none(sub.submitted_at),
             incomplete=sub.incomplete,
         )
         result_columns = ["assignment", "submission_id", "position", *_RESULT_FIELDS]
@@ -293,16 +299,16 @@ class Gradebook:
     def record_handin(self, assignment: str, record: HandinRecord) -> None:
         """Store who and when for one submission (replacing an earlier record); its grade is untouched."""
         row = (assignment, record.submission_id, record.team, json.dumps(list(record.members)),
-               None if record.submitted_at is None else _utc_text(record.submitted_at), record.notes)
+               _utc_or_none(record.submitted_at), record.notes, _utc_or_none(record.due))
         with _transaction(self._conn, "IMMEDIATE"):
-            self._conn.execute("INSERT OR REPLACE INTO handins VALUES (?, ?, ?, ?, ?, ?)", _storable(row))
+            self._conn.execute("INSERT OR REPLACE INTO handins (assignment, submission_id, team, members, submitted_at, "
+                               "notes, due_at) VALUES (?, ?, ?, ?, ?, ?, ?)", _storable(row))
 
     def handins(self, assignment: str) -> dict[str, HandinRecord]:
         rows = self._conn.execute("SELECT * FROM handins WHERE assignment = ?", _storable((assignment,))).fetchall()
         return {r["submission_id"]: HandinRecord(
-            r["submission_id"], r["team"], tuple(json.loads(r["members"])),
-            None if r["submitted_at"] is None else dt.datetime.fromisoformat(r["submitted_at"]), r["notes"])
-            for r in rows}
+            r["submission_id"], r["team"], tuple(json.loads(r["members"])), _time_or_none(r["submitted_at"]),
+            r["notes"], _time_or_none(r["due_at"])) for r in rows}
 
     def record_manual(self, assignment: str, scores: list[ManualScore]) -> None:
         """Store hand-given points, all or none; a later score of the same cell replaces the earlier one."""
@@ -339,16 +345,17 @@ class Gradebook:
             results = self._conn.execute(
                 f"SELECT * FROM results WHERE {where} ORDER BY submission_id, position", params
             ).fetchall()
-            # The hand-in time the LMS gave, recorded apart from the grade.
-            times = dict(self._conn.execute(
-                f"SELECT submission_id, submitted_at FROM handins WHERE {where} AND submitted_at IS NOT NULL", params))
+            # The hand-in time and due date the LMS gave, recorded apart from the grade.
+            times = {r[0]: (r[1], r[2]) for r in self._conn.execute(
+                f"SELECT submission_id, submitted_at, due_at FROM handins WHERE {where}", params)}
         by_submission = defaultdict(list)
         for r in results:
             by_submission[r["submission_id"]].append(TestResult(**{name: r[name] for name in _RESULT_FIELDS}))
         loaded = [_submission_from_row(s, by_submission[s["submission_id"]]) for s in subs]
         for sub in loaded:
-            if sub.submission_id in times:
-                sub.submitted_at = dt.datetime.fromisoformat(times[sub.submission_id])
+            submitted_at, due = times.get(sub.submission_id, (None, None))
+            sub.submitted_at = _time_or_none(submitted_at) or sub.submitted_at
+            sub.due = _time_or_none(due)
         return loaded
 
 
@@ -356,9 +363,17 @@ def _submission_from_row(row: sqlite3.Row, results: list[TestResult]) -> Submiss
     values = {name: row[name] for name in row.keys() if name != "incomplete"}
     values.update(
         graded_at=dt.datetime.fromisoformat(row["graded_at"]),
-        submitted_at=None if row["submitted_at"] is None else dt.datetime.fromisoformat(row["submitted_at"]),
+        submitted_at=_time_or_none(row["submitted_at"]),
     )
     return SubmissionResult(**values, results=results)
+
+
+def _utc_or_none(moment: dt.datetime | None) -> str | None:
+    return None if moment is None else _utc_text(moment)
+
+
+def _time_or_none(text: str | None) -> dt.datetime | None:
+    return None if text is None else dt.datetime.fromisoformat(text)
 
 
 def _insert_sql(table: str, columns: list[str]) -> str:
@@ -413,7 +428,7 @@ def _check_header(path: Path) -> None:
 def _create_or_check_schema(conn: sqlite3.Connection, path: Path) -> None:
     tables = {row["name"] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if not tables:
-        for statement in _SCHEMA + _SCHEMA_2:
+        for statement in _SCHEMA + tuple(s for version in sorted(_UPGRADES) for s in _UPGRADES[version]):
             conn.execute(statement)
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -427,7 +442,7 @@ def _create_or_check_schema(conn: sqlite3.Connection, path: Path) -> None:
         )
     if tables != _TABLES_OF_VERSION[version]:
         raise _refused(path, f"its tables {sorted(tables)} are not a gradebook's {sorted(_TABLES_OF_VERSION[version])}")
-    if version == 1:  # an earlier gradebook gains the two tables; nothing of it changes
-        for statement in _SCHEMA_2:
+    if version < SCHEMA_VERSION:  # an earlier gradebook gains what came since; nothing of it changes
+        for statement in (s for v in sorted(_UPGRADES) if v > version for s in _UPGRADES[v]):
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

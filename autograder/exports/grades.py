@@ -164,7 +164,7 @@ def _write_each(subs: list[SubmissionResult], write) -> list[Path]:
 def _late_penalty_percent(sub: SubmissionResult, assignment: Assignment) -> float:
     if sub.submitted_at is None:
         return 0.0
-    days_late = (sub.submitted_at - assignment.due).total_seconds() / 86400
+    days_late = (sub.submitted_at - (sub.due or assignment.due)).total_seconds() / 86400  # an extension moves it
     return assignment.late_policy.penalty_percent(days_late)
 
 

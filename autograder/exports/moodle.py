@@ -35,12 +35,13 @@ from autograder.course.roster import Roster
 from autograder.exports.manual import spreadsheet_number, with_manual_scores
 from autograder.grading.handins import (MAX_ENTRIES, MAX_NOTEBOOK_BYTES, SubmissionFormatError, read_notebook,
                                         readable_member, shown)
-from autograder.grading.teams import Handin
+from autograder.grading.teams import Handin, extend
 
 _ENTRY = re.compile(r"^(?P<prefix>.+?)_assignsubmission_(?P<plugin>[a-z]+)(?P<rest>(?:_.*)?)$", re.DOTALL)
 _PREFIX = re.compile(r"^(?P<name>.*)_(?P<id>\d+)$", re.DOTALL)
 _TIME_FORMATS = ("%A, %d %B %Y, %I:%M %p", "%A, %B %d, %Y, %I:%M %p", "%A, %d %B %Y, %H:%M")
 _REQUIRED = ("Identifier", "Full name", "Grade", "Last modified (submission)", "Feedback comments")
+EXTENSION = "Extension granted until: "  # mod_assign's `userextensiondate` string, in English
 DEFAULT_GROUP = "Default group"  # mod_assign's `defaultteam`: students in no group share its submission
 ONLINE_TEXT_BYTES = 1 << 20
 MAX_DOWNLOAD_BYTES = 4 * 2**30
@@ -100,6 +101,13 @@ def submission_time(text: str, timezone) -> dt.datetime | None:
             continue
     raise MoodleError(f"'{text}' is not a time Moodle writes in English (e.g. 'Monday, 27 April 2027, 11:45 PM'); "
                       "download the worksheet with English as your Moodle language")
+
+
+def extension_until(status: str, timezone) -> dt.datetime | None:
+    """The due date of an extension in the worksheet's Status column: gradingtable.php's col_status joins
+    its parts with " - " when downloading, the extension last ("Extension granted until: <userdate>")."""
+    _, found, rest = status.partition(EXTENSION)
+    return submission_time(rest.split(" - ")[0], timezone) if found else None
 
 
 def moodle_time(moment: dt.datetime) -> str:
@@ -276,8 +284,12 @@ def _handin(kind: str, who: str, files: list[_Entry], rows: dict, worksheet: Wor
     if len(teams) > 1:
         problems.append((sid, f"Moodle group {who} holds students of teams {', '.join(sorted(teams))}: graded as "
                               f"{sid}, given to no student until the roster and the Moodle groups agree"))
-    return Handin(path, team=next(iter(teams)) if len(teams) == 1 else None, members=tuple(members),
-                  submitted_at=max(times) if times else None, choices=choices)
+    handin = Handin(path, team=next(iter(teams)) if len(teams) == 1 else None, members=tuple(members),
+                    submitted_at=max(times) if times else None, choices=choices)
+    # Moodle grants extensions per student; a group's hand-in gets the latest any member has.
+    for due in filter(None, (extension_until(r.get("Status", ""), timezone) for r in member_rows)):
+        extend(handin, due, "Moodle")
+    return handin
 
 
 def _person_or_team(roster: Roster | None, name: str) -> tuple[str | None, tuple[str, ...]]:

@@ -29,6 +29,7 @@ class Handin:
     submitted_at: dt.datetime | None = None  # from the LMS, never from the student's own files
     notes: list[str] = field(default_factory=list)
     choices: dict[str, Path] | None = None  # the files to choose among where `path` is not a folder holding them
+    due: dt.datetime | None = None  # an extension: this hand-in's own due date, where the LMS or the TA granted one
 
 
 def read_handins(found: dict[str, Path], notebook_name: str, roster: Roster | None
@@ -139,6 +140,94 @@ def choose_notebooks(handins: dict[str, Handin], notebook_name: str, picks: dict
             problems.append((sid, f"{wrong}holds {len(choices)} notebooks ({listed}) and nothing says which is "
                                   f"the latest: not graded until you name one, `--pick '{sid}=FILE'`"))
     return problems
+
+
+PICKS_FILE = "picks.csv"  # in the course folder: the notebook the staff chose of each hand-in holding several
+
+
+def read_picks(course_root: Path, assignment: str) -> dict[str, str]:
+    """The picks of `assignment` kept in the course folder's picks.csv (submission id -> file)."""
+    return {r["submission"]: r["file"] for r in _pick_rows(course_root) if r["assignment"] == assignment}
+
+
+def remember_picks(course_root: Path, assignment: str, picks: dict[str, str]) -> None:
+    """Keep `picks` (those `--pick` gave that named a file the hand-in holds) in picks.csv, so a rerun
+    grades the same files without repeating them."""
+    import csv
+    import io
+
+    rows = _pick_rows(course_root)
+    kept = {(r["assignment"], r["submission"]): r["file"] for r in rows}
+    if not picks or all(kept.get((assignment, sid)) == name for sid, name in picks.items()):
+        return
+    kept.update({(assignment, sid): name for sid, name in picks.items()})
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["assignment", "submission", "file"])
+    writer.writerows([a, sid, name] for (a, sid), name in sorted(kept.items()))
+    (course_root / PICKS_FILE).write_text(out.getvalue(), encoding="utf-8")
+
+
+def _pick_rows(course_root: Path) -> list[dict[str, str]]:
+    import csv
+    import io
+
+    path = course_root / PICKS_FILE
+    if not path.exists():
+        return []
+    try:
+        reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig")))
+        if not {"assignment", "submission", "file"} <= set(reader.fieldnames or ()):
+            raise SubmissionFormatError(f"{path}: needs the columns assignment,submission,file; fix or remove it")
+        return list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise SubmissionFormatError(f"{path}: cannot be read ({exc}); fix or remove it") from None
+
+
+def read_extensions(path: Path, timezone) -> dict[str, dt.datetime]:
+    """`--extensions FILE`: a CSV with the columns `who` (a team id or a student id of the roster) and `due`
+    (`YYYY-MM-DD HH:MM` in the course's time zone). Every problem is one message naming the row."""
+    import csv
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SubmissionFormatError(f"--extensions {path}: cannot be read ({exc})") from None
+    reader = csv.DictReader(text.splitlines())
+    if not {"who", "due"} <= set(reader.fieldnames or ()):
+        raise SubmissionFormatError(f"--extensions {path}: needs the columns who,due (a team or student id, and "
+                                    "YYYY-MM-DD HH:MM)")
+    extensions = {}
+    for line, row in enumerate(reader, start=2):
+        who, due = (row["who"] or "").strip(), (row["due"] or "").strip()
+        try:
+            extensions[who] = dt.datetime.strptime(due, "%Y-%m-%d %H:%M").replace(tzinfo=timezone)
+        except ValueError:
+            raise SubmissionFormatError(f"--extensions {path}, line {line}: {safe_text(due)!r} is not a date "
+                                        "(YYYY-MM-DD HH:MM)") from None
+        if not who:
+            raise SubmissionFormatError(f"--extensions {path}, line {line}: `who` is empty")
+    return extensions
+
+
+def extend(handin: Handin, due: dt.datetime, source: str) -> None:
+    """Give a hand-in a later due date (never an earlier one: two extensions, the later counts)."""
+    if handin.due is None or due > handin.due:
+        handin.due = due
+        handin.notes.append(f"due date extended to {due.isoformat(timespec='minutes')} ({source})")
+
+
+def apply_extensions(handins: dict[str, Handin], extensions: dict[str, dt.datetime]) -> list[tuple[str, str]]:
+    """Extensions for a team or one of its members go to that team's hand-in; ids matching no hand-in are
+    reported (a typo must not pass silently)."""
+    used = set()
+    for handin in handins.values():
+        for who in (handin.team, *handin.members):
+            if who in extensions:
+                extend(handin, extensions[who], "--extensions")
+                used.add(who)
+    return [(who, "has an extension in --extensions but no hand-in to grade: check the id")
+            for who in sorted(set(extensions) - used)]
 
 
 def shown_time(h: Handin) -> str:
