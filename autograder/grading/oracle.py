@@ -32,6 +32,7 @@ from autograder.grading.devices import cuda_available
 from autograder.course.config import Assignment, load_course
 from autograder.grading.extraction import Extracted, extract
 from autograder.course.gradebook import TestResult
+from autograder.grading.isolation import WallsMissing
 from autograder.grading.sandbox import Sandbox, SandboxDied, SandboxSetup, SandboxTimeout, warm_context
 
 # bitsandbytes logs a warning on every import on CPUs with AVX-512 BF16 (an optional kernel package is
@@ -194,7 +195,7 @@ class GradingSession:
             self._load_failure = SandboxTimeout(
                 f"loading your notebook did not finish within {load_timeout:g} s (an endless loop at top level?)")
             raise self._load_failure from None
-        except SandboxDied as exc:
+        except (SandboxDied, WallsMissing) as exc:
             self._load_failure = exc
             raise
         finally:
@@ -531,6 +532,8 @@ def run_suite(assignment: Assignment, code: Extracted, isolate: bool = True, tra
         _add_pytest_stages(stages, plugin.marks, begin, time.perf_counter(), inside_tests)
     if exit_code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         raise RuntimeError(f"the hidden suite of {assignment.id} could not run (pytest exit code {int(exit_code)})")
+    if isinstance(session._load_failure, WallsMissing):  # a grader failure, not a grade: a rerun retries it
+        raise session._load_failure
     return session
 
 

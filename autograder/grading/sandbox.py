@@ -296,7 +296,9 @@ def child_main(conn, setup: SandboxSetup) -> None:
         isolation.end_strays()
         timed = {"isolation_s": walled - begin, "load_s": time.perf_counter() - walled}
     except BaseException as exc:  # noqa: BLE001
-        conn.send_bytes(wire.encode_message({"status": "failed", "message": f"{type(exc).__name__}: {exc}"}))
+        walls = isinstance(exc, isolation.WallsMissing)
+        conn.send_bytes(wire.encode_message({"status": "failed", "walls": walls,
+                                             "message": str(exc) if walls else f"{type(exc).__name__}: {exc}"}))
         os._exit(1)
     conn.send_bytes(wire.encode_message({"status": "ready", "warnings": warnings, "isolation": report, **timed}))
     _serve(conn, namespace, tripwires)
@@ -336,6 +338,8 @@ class Sandbox:
         hello = wire.decode_message(self._receive(timeout, "while loading your notebook"))
         if hello.get("status") != "ready":
             self.kill()
+            if hello.get("walls"):
+                raise isolation.WallsMissing(hello.get("message"))
             raise RuntimeError(f"the sandbox could not start: {hello.get('message')}")
         self.report, self.warnings = hello["isolation"], hello["warnings"]
         self.started_s = time.perf_counter() - begin
