@@ -32,9 +32,9 @@ def generate_with_the_cache(submission, model, ids: torch.Tensor, gen_len: int, 
         out = submission.generate_with_kv_cache(model, ids, gen_len)
     prompt_len = ids.shape[1]
     assert sum(fed.per_call) <= prompt_len + gen_len, (
-        f"{what} fed the model {fed.per_call} tokens per forward call ({sum(fed.per_call)} in total) for a "
-        f"{prompt_len}-token prompt and {gen_len} new tokens; a KV cache needs at most {prompt_len + gen_len}: "
-        f"{CACHE_HINT}")
+        f"{what} fed the model {sum(fed.per_call)} token positions in {len(fed.per_call)} forward calls (the "
+        f"longest input {max(fed.per_call)}) for a {prompt_len}-token prompt and {gen_len} new tokens; a KV cache "
+        f"needs at most {prompt_len + gen_len}: {CACHE_HINT}")
     return out, fed.per_call
 
 
@@ -57,7 +57,8 @@ def test_feeds_only_the_newest_token(submission, llama):
     ids, what = prompt_ids(1, 6, seed=320), "generate_with_kv_cache(tiny llama, a 6-token prompt, 5)"
     out, per_call = generate_with_the_cache(submission, llama, ids, 5, what)
     assert per_call[:1] == [6] and set(per_call[1:]) <= {1}, (
-        f"{what} fed the model {per_call} tokens per forward call: {CACHE_HINT}")
+        f"{what} fed the model {per_call[0] if per_call else 0} positions in its first forward call and up to "
+        f"{max(per_call[1:], default=0)} in a later one, where the prompt is 6 and each later input 1: {CACHE_HINT}")
     assert_close_or_diagnose(out, greedy_without_cache(llama, ids, 5), what=what, hint=CACHE_HINT)
 
 
