@@ -133,6 +133,14 @@ def cmd_grade(course: Course, args: argparse.Namespace) -> int:
         print(f"autograder: error: --profile {args.profile}: cannot write a file in {args.profile.parent}",
               file=sys.stderr)
         return 2
+    if not args.no_isolation and args.executor != "slurm":  # a Slurm node's kernel is not this one's
+        from autograder.grading.isolation import refusal
+
+        if why := refusal():
+            print(f"autograder: error: the sandbox cannot build its walls on this machine, so no submission is "
+                  f"graded: {why}. Or grade without them (each submission still runs in a process of its own) "
+                  "with --no-isolation", file=sys.stderr)
+            return 2
     cluster = None if args.executor == "pool" else Cluster(
         "local" if args.executor == "submitit-local" else "slurm", args.cluster_folder, args.slurm_partition,
         args.chunk_size)
@@ -622,7 +630,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="write where the time went, per submission and stage, to FILE (JSON; bench/stages.py "
                             "prints it as a table)")
     grade.add_argument("--no-isolation", action="store_true",
-                       help="skip the namespace sandbox (process separation only); for kernels that forbid namespaces")
+                       help="grade without the sandbox's walls (process separation only), where the kernel "
+                            "forbids the namespaces they need")
     grade.set_defaults(run=cmd_grade)
 
     export = commands.add_parser("export", help="write grades for the LMS")

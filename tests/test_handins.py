@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from conftest import write_notebook
 
-from autograder.grading import handins
+from autograder.grading import handins, isolation
 from autograder.grading.handins import (
     SubmissionFormatError, discover, find_notebook, read_notebook, submission_digest, submission_hash,
 )
@@ -161,14 +161,24 @@ def test_a_wrong_or_missing_path(tmp_path, name, message):
 
 
 def test_an_unreadable_folder_is_a_format_error(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root reads every folder")
+    """Read as a TA's ordinary account reads: in a child without the capabilities that let root read
+    every folder (the same as any uid's, which is all a non-root account has)."""
     (tmp_path / "team" / "locked").mkdir(parents=True)
     (tmp_path / "team" / "locked").chmod(0)
-    try:
-        assert format_error(find_notebook, tmp_path / "team") == "team/locked cannot be read (Permission denied)"
-    finally:
-        (tmp_path / "team" / "locked").chmod(0o700)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            isolation._drop_privileges(None)
+            os.write(write_end, format_error(find_notebook, tmp_path / "team").encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as answer:
+        message = answer.read().decode()
+    os.waitpid(pid, 0)
+    (tmp_path / "team" / "locked").chmod(0o700)
+    assert message == "team/locked cannot be read (Permission denied)"
 
 
 # --- what a rerun compares -----------------------------------------------------------------------

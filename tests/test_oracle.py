@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import re
 import textwrap
 
 import nbformat
@@ -9,6 +11,7 @@ import pytest
 
 from autograder.course.config import load_course
 from autograder.grading.extraction import extract
+from autograder.grading import oracle, sandbox
 from autograder.grading.oracle import run_suite
 from autograder.grading.scheduler import suite_hash
 from conftest import ASSIGNMENT, write_course, write_notebook
@@ -55,6 +58,11 @@ SUITE = textwrap.dedent('''
         submission.spin()
 
     @pytest.mark.points(1)
+    def test_mixes_torchs_numerics_apis(submission):
+        x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+        assert_close(submission.compare_precisions(x), x @ x.T, what="compare_precisions(x)")
+
+    @pytest.mark.points(1)
     def test_returns_a_pair(submission):
         low, high = submission.bounds(torch.arange(4.0))
         assert low == 0 and high == 3
@@ -71,6 +79,12 @@ def spin():
     return None
 def bounds(x):
     return x.min(), x.max()
+def compare_precisions(x):
+    torch.set_float32_matmul_precision("high")  # the new API's tree, then the legacy switches: a mix
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
+    return x @ x.T
 '''
 WRONG = '''
 import torch
@@ -88,20 +102,32 @@ def bounds(x):
 
 @pytest.fixture(scope="module")
 def assignment(tmp_path_factory):
-    root = write_course(tmp_path_factory.mktemp("course"), CORRECT, {"test_scaling.py": SUITE}, points=11,
+    root = write_course(tmp_path_factory.mktemp("course"), CORRECT, {"test_scaling.py": SUITE}, points=12,
                         call_timeout_s=2, memory_mb=2048)
     return load_course(root).get(ASSIGNMENT)
 
 
-def grade(assignment, code: str, tmp_path):
+def results_of(assignment, code: str, tmp_path, isolate: bool = True) -> list:
     notebook = write_notebook(tmp_path / "submission.ipynb", [nbformat.v4.new_code_cell(code)])
-    session = run_suite(assignment, extract(notebook))
-    return {r.test_id.split("::")[1]: r for r in session.results}
+    return run_suite(assignment, extract(notebook), isolate).results
+
+
+def by_test(results: list) -> dict:
+    return {r.test_id.split("::")[1]: r for r in results}
+
+
+def grade(assignment, code: str, tmp_path):
+    return by_test(results_of(assignment, code, tmp_path))
 
 
 @pytest.fixture(scope="module")
-def correct_results(assignment, tmp_path_factory):
-    return grade(assignment, CORRECT, tmp_path_factory.mktemp("correct"))
+def correct_list(assignment, tmp_path_factory):
+    return results_of(assignment, CORRECT, tmp_path_factory.mktemp("correct"))
+
+
+@pytest.fixture(scope="module")
+def correct_results(correct_list):
+    return by_test(correct_list)
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +135,9 @@ def wrong_results(assignment, tmp_path_factory):
     return grade(assignment, WRONG, tmp_path_factory.mktemp("wrong"))
 
 
-def test_every_test_gets_exactly_one_result(correct_results):
-    assert len(correct_results) == 8
+def test_every_test_gets_exactly_one_result(correct_list):
+    """Each test of the suite, a skipped one and a broken one too, is recorded once, in suite order."""
+    assert [r.test_id.split("::")[1] for r in correct_list] == re.findall(r"def (test_\w+)\(submission", SUITE)
 
 
 def test_passing_tests_earn_their_points(correct_results):
@@ -167,6 +194,31 @@ def test_a_correct_function_that_changes_numerics_passes_with_a_note(correct_res
     assert result.status == "passed" and result.points_earned == 1
     assert result.message.startswith("`spin` changed torch.backends.cuda.matmul.allow_tf32; the grader reset it")
     assert correct_results["test_doubles"].message == ""
+
+
+def test_a_correct_function_that_mixes_torchs_two_numerics_apis_keeps_its_points(correct_results):
+    """Mixed, the legacy getters raise (`torch.get_float32_matmul_precision()` among them): the grader
+    reads and resets every setting all the same."""
+    result = correct_results["test_mixes_torchs_numerics_apis"]
+    assert (result.status, result.points_earned) == ("passed", 1)
+    assert "`compare_precisions` changed torch.get_float32_matmul_precision(); the grader reset it" in result.message
+
+
+def test_a_fault_of_the_graders_code_in_the_sandbox_is_a_grader_error_not_the_students(assignment, tmp_path,
+                                                                                        monkeypatch):
+    """A fault planted in the sandbox's grader-side code (its numerics pins), in sandboxes forked from
+    this process: every call fails twice (retried once), and each is a grader error that blames no one."""
+    def faulty(torch):
+        raise RuntimeError("planted fault in the grader's pins")
+
+    monkeypatch.setattr(sandbox, "_pin_numerics", faulty)
+    monkeypatch.setattr(oracle, "warm_context", lambda *args: multiprocessing.get_context("fork"))
+    results = by_test(results_of(assignment, CORRECT, tmp_path, isolate=False))
+    r = results["test_doubles"]
+    assert (r.status, r.points_earned) == ("error", 0)
+    assert r.message == ("grader error in this test: `double`: the grader failed inside the sandbox (RuntimeError: "
+                         "planted fault in the grader's pins); please tell the course staff")
+    assert results["test_rejects_negative"].status == "error"  # not "expected ValueError, but ..."
 
 
 def test_a_result_of_the_wrong_shape_is_the_students_failure_not_a_grader_error(correct_results, wrong_results):

@@ -6,6 +6,7 @@ costs a fork; tests that end the process check that the next call gets a fresh o
 
 from __future__ import annotations
 
+import multiprocessing
 import textwrap
 import time
 
@@ -14,7 +15,8 @@ import torch
 
 from autograder.course.config import load_course
 from autograder.grading.extraction import extract
-from autograder.grading.oracle import Handle, GradingSession, SubmissionError, StudentFault
+from autograder.grading import oracle, sandbox
+from autograder.grading.oracle import GraderFault, Handle, GradingSession, SubmissionError, StudentFault
 from autograder.grading.sandbox import SandboxDied, SandboxTimeout
 from conftest import ASSIGNMENT, call, student_session, write_course, write_notebook
 
@@ -52,6 +54,19 @@ STUDENT_CODE = textwrap.dedent('''
 
     def tf32_is_on():
         return torch.backends.cuda.matmul.allow_tf32
+
+    def mix_numerics(statements, getters, x):
+        """How each getter reads as the call begins, then the statements (any of torch's numerics APIs),
+        then a correct result."""
+        def read(getter):
+            try:
+                return eval(getter, {"torch": torch})
+            except Exception as exc:
+                return type(exc).__name__
+        readings = {getter: read(getter) for getter in getters}
+        for statement in statements:
+            exec(statement, {"torch": torch})
+        return readings, x @ x.T
 
     class AlwaysEqual:
         def __eq__(self, other):
@@ -161,6 +176,40 @@ def test_changing_global_numerics_is_judged_as_usual_with_a_note(session):
     session.notes = []
     assert call(session, "tf32_is_on") is False  # reset before the next call
     assert session.notes == []
+
+
+# What a submission may write through each of torch's two numerics APIs (one at a time, the legacy first).
+LEGACY_NUMERICS = ["torch.set_float32_matmul_precision('medium')", "torch.set_float32_matmul_precision('high')",
+                   "torch.backends.cuda.matmul.allow_tf32 = True", "torch.backends.cudnn.allow_tf32 = True",
+                   "torch.backends.cudnn.allow_tf32 = False"]
+NEW_NUMERICS = [f"torch.backends.{node}.fp32_precision = '{value}'".replace("backends..", "backends.")
+                for node, values in (("", ("tf32", "ieee")), ("cuda.matmul", ("tf32", "ieee")), ("cudnn", ("tf32",)),
+                                     ("cudnn.conv", ("tf32", "ieee")), ("cudnn.rnn", ("ieee",)), ("mkldnn", ("bf16",)),
+                                     ("mkldnn.matmul", ("bf16", "tf32")), ("mkldnn.conv", ("tf32",)))
+                for value in values]
+# The getters of both APIs, as the grader's pins must leave them (full float32 everywhere).
+PINNED_READINGS = {"torch.get_float32_matmul_precision()": "highest", "torch.backends.cuda.matmul.allow_tf32": False,
+                   "torch.backends.cudnn.allow_tf32": False,
+                   **{f"torch.backends.{node}fp32_precision": "ieee" for node in (
+                       "", "cuda.matmul.", "cudnn.", "cudnn.conv.", "cudnn.rnn.", "mkldnn.", "mkldnn.matmul.",
+                       "mkldnn.conv.", "mkldnn.rnn.")}}
+
+
+def test_every_mix_of_torchs_two_numerics_apis_is_reset_and_the_correct_result_keeps_its_points(session):
+    """Once the legacy and the `fp32_precision` APIs are mixed, torch's legacy getters raise: the pins
+    must still read and reset every setting, and the call stays the submission's correct result."""
+    steps = LEGACY_NUMERICS + NEW_NUMERICS
+    mixes = [[a] for a in steps] + [[a, b] for a in steps for b in steps if a != b] + [[]]
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    previous = None
+    for statements in mixes:
+        session.notes = []
+        readings, product = call(session, "mix_numerics", statements, list(PINNED_READINGS), x)
+        assert readings == PINNED_READINGS, f"after {previous}"
+        assert torch.equal(product, x @ x.T)
+        if len(statements) == 1 and not statements[0].endswith(("'ieee'", "False")):  # not a pin's value
+            assert session.notes, statements  # what changed is named
+        previous = statements
 
 
 def test_objects_come_back_as_handles_that_never_compare_equal(session):
@@ -310,5 +359,68 @@ def test_a_call_that_finishes_resets_the_count_so_slow_functions_lose_nothing(co
                     call(session, "sleep", seconds)
             else:
                 assert call(session, "sleep", seconds) == seconds
+    finally:
+        session.close()
+
+
+@pytest.fixture
+def planted_fault(monkeypatch, tmp_path):
+    """A fault in the grader's own code of the sandbox (its numerics pins), in every sandbox forked from
+    this process from now on; `planted_fault(n)` makes it raise the next `n` times it runs. Each sandbox
+    is a process of its own: the count is kept in a file (the sessions run without walls to reach it)."""
+    left, pin = tmp_path / "faults_left", sandbox._pin_numerics
+    left.write_text("0")
+
+    def faulty(torch):
+        if (n := int(left.read_text())) > 0:
+            left.write_text(str(n - 1))
+            raise RuntimeError("planted fault in the grader's pins")
+        return pin(torch)
+
+    monkeypatch.setattr(sandbox, "_pin_numerics", faulty)
+    monkeypatch.setattr(oracle, "warm_context", lambda *args: multiprocessing.get_context("fork"))
+    return lambda n: left.write_text(str(n))
+
+
+def unwalled_session(course) -> GradingSession:
+    session = new_session(course)
+    session.isolate = False
+    return session
+
+
+def test_a_fault_of_the_graders_code_in_the_sandbox_is_retried_in_a_fresh_one(course, planted_fault):
+    planted_fault(1)
+    session = unwalled_session(course)
+    try:
+        assert call(session, "add", 1, 2) == 3
+        assert session.generation == 2 and session.notes == []
+    finally:
+        session.close()
+
+
+def test_a_fault_of_the_graders_code_that_persists_is_a_grader_error_never_the_students(course, planted_fault):
+    planted_fault(2)
+    session = unwalled_session(course)
+    try:
+        with pytest.raises(GraderFault, match=r"`add`: the grader failed inside the sandbox \(RuntimeError: planted"):
+            call(session, "add", 1, 2)
+        assert session.generation == 2  # retried once, in a fresh sandbox
+        assert call(session, "add", 1, 2) == 3
+    finally:
+        session.close()
+
+
+def test_a_grader_fault_in_a_call_on_the_submissions_object_is_not_repeated_and_keeps_the_object(course,
+                                                                                                 planted_fault):
+    """Repeating a call on a stateful object would change it twice, and a fresh sandbox has lost it."""
+    session = unwalled_session(course)
+    try:
+        module = call(session, "Counter", 5)
+        planted_fault(1)
+        with pytest.raises(GraderFault, match="planted fault"):
+            module(torch.ones(1, 2))
+        assert session.generation == 1 and module.count == 5  # the fault came before the call
+        module(torch.ones(1, 2))
+        assert module.count == 6
     finally:
         session.close()

@@ -15,8 +15,9 @@ Isolation is a whitelist, not a list of secrets. The child:
    without capabilities and with `no_new_privs`; limits processes, memory and file size; and ends
    when the grading process it works for ends.
 
-Where the kernel refuses namespaces the sandbox still runs (process separation keeps verdicts safe)
-and the report says what was not enforced; the grader records it with the submission.
+Where the kernel refuses them, no student code runs: the sandbox raises `WallsMissing` (the `grade`
+command asks the kernel before a batch, `refusal`, and says what to change). Only a grader that asks
+for no walls (`--no-isolation`) runs submissions with process separation alone.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ _ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezon
 _DEVICES = ("null", "zero", "random", "urandom")
 
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+class WallsMissing(OSError):
+    """The kernel refused a wall: the sandbox must not run student code."""
 
 
 @dataclass(frozen=True)
@@ -212,6 +217,53 @@ def _enter_namespaces(user_namespace: bool, mountpoint: str) -> str:
     return "user namespaces"
 
 
+# Where a kernel switches unprivileged user namespaces off: the setting, the value that does, and what to change.
+_USERNS_SWITCHES = (
+    ("/proc/sys/user/max_user_namespaces", "0",
+     "user.max_user_namespaces is 0: allow them with `sudo sysctl -w user.max_user_namespaces=15000` (and "
+     "`user.max_user_namespaces = 15000` in /etc/sysctl.d/99-autograder.conf to keep it after a reboot)"),
+    ("/proc/sys/kernel/unprivileged_userns_clone", "0",
+     "kernel.unprivileged_userns_clone is 0: allow them with `sudo sysctl -w kernel.unprivileged_userns_clone=1` "
+     "(and `kernel.unprivileged_userns_clone = 1` in /etc/sysctl.d/99-autograder.conf to keep it)"),
+    ("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", "1",
+     "AppArmor restricts them (Ubuntu's default): let this interpreter create them with the profile the autograder "
+     "ships: `sed 's|@PYTHON@|{python}|' {profile} | sudo tee /etc/apparmor.d/autograder >/dev/null && "
+     "sudo apparmor_parser -r /etc/apparmor.d/autograder`"),
+)
+
+
+def refusal() -> str | None:
+    """Why the sandbox's walls cannot be built on this machine and what to change, or None where they
+    can: a child process enters the namespaces exactly as a sandbox does, and the kernel answers."""
+    import tempfile
+    from pathlib import Path
+
+    read_end, write_end = os.pipe()
+    with tempfile.TemporaryDirectory(prefix="autograder-walls-") as mountpoint:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(read_end)
+                _enter_namespaces(False, mountpoint)
+                os._exit(0)
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent, whatever it is
+                os.write(write_end, str(exc).encode()[:2000])
+                os._exit(1)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as answer:
+            error = answer.read().decode(errors="replace")
+        _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) == 0:
+        return None
+    for setting, off, change in _USERNS_SWITCHES:
+        with contextlib.suppress(OSError):
+            if Path(setting).read_text().strip() == off:
+                python = os.path.realpath(sys.executable)
+                profile = Path(__file__).resolve().parents[1] / "data" / "apparmor-userns"
+                return change.format(python=python, profile=profile)
+    return f"the kernel refused to create the sandbox's namespaces ({error or 'no reason given'})"
+
+
 def _become_pid_one(owner: int) -> None:
     """Fork into the new PID namespace; the outer process only mirrors the inner one's fate, and ends
     (taking the inner one with it) when the grading process it works for ends."""
@@ -288,7 +340,7 @@ def _clean_environment(home: str) -> None:
 def isolate(walls: Walls, enforce: bool = True) -> dict[str, str]:
     """Build the walls in the calling (sandbox) process; with `enforce` off, process separation only.
 
-    Returns a report for the gradebook; its key "isolation" is present when something was not enforced.
+    Returns a report of the walls built; raises `WallsMissing` where the kernel refuses one.
     """
     os.setsid()
     report: dict[str, str] = {}
@@ -309,8 +361,7 @@ def isolate(walls: Walls, enforce: bool = True) -> dict[str, str]:
             _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # a uid change cleared it
             report["privileges"] = f"uid {os.getuid()}, no capabilities"
         except OSError as exc:
-            report["isolation"] = f"not enforced: {exc}"
-            home = home if os.path.isdir(home) else WORKDIR  # failed after pivot_root: the host path is gone
+            raise WallsMissing(f"the sandbox could not build its walls: {exc}") from None
     if os.getpid() != 1 and walls.owner:  # no outer process watches for us
         exit_with(walls.owner)
     if "privileges" not in report:

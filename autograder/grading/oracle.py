@@ -32,6 +32,7 @@ from autograder.grading.devices import cuda_available
 from autograder.course.config import Assignment, load_course
 from autograder.grading.extraction import Extracted, extract
 from autograder.course.gradebook import TestResult
+from autograder.grading.isolation import WallsMissing
 from autograder.grading.sandbox import Sandbox, SandboxDied, SandboxSetup, SandboxTimeout, warm_context
 
 # bitsandbytes logs a warning on every import on CPUs with AVX-512 BF16 (an optional kernel package is
@@ -73,6 +74,11 @@ class SubmissionError(Exception):
 
 class StudentFault(Exception):
     """The submission is at fault in a way that is not an exception of its own code."""
+
+
+class GraderFault(Exception):
+    """The grader's own code failed (in the sandbox, or by restarting it): a grader error, never the
+    student's fault."""
 
 
 def _describe_error(reply: dict, label: str) -> Exception:
@@ -153,6 +159,7 @@ class GradingSession:
         self._sandbox: Sandbox | None = None
         self._workdir: str | None = None
         self._timeouts_in_a_row: dict[str, int] = {}
+        self._ended_by_grader: set[int] = set()  # generations of sandboxes dropped for the grader's own error
 
     def _ensure_sandbox(self) -> Sandbox:
         """Tripwires are armed before student code loads (it may bind `from x import f` early), so a
@@ -164,7 +171,8 @@ class GradingSession:
         if self._load_failure is not None:
             raise self._load_failure
         load_timeout = max(self.assignment.limits.call_timeout_s, LOAD_TIMEOUT_S)
-        restart = self.generation > 0
+        # A restart after the grader's own error is not the submission's time.
+        restart = self.generation > 0 and self.generation not in self._ended_by_grader
         budget = self._budget_left() if restart else load_timeout
         self._drop_sandbox()
         self._workdir = tempfile.mkdtemp(prefix="autograder-sandbox-")
@@ -187,7 +195,7 @@ class GradingSession:
             self._load_failure = SandboxTimeout(
                 f"loading your notebook did not finish within {load_timeout:g} s (an endless loop at top level?)")
             raise self._load_failure from None
-        except SandboxDied as exc:
+        except (SandboxDied, WallsMissing) as exc:
             self._load_failure = exc
             raise
         finally:
@@ -213,8 +221,14 @@ class GradingSession:
         return min(self._budget_left(), self.assignment.limits.call_timeout_s)
 
     def request(self, target, op: str, label: str, attr: str | None = None, args=(), kwargs=None):
-        if isinstance(target, Handle) and target._generation != self.generation:
-            raise StudentFault(f"`{label}`: this object was lost when your code crashed in an earlier call")
+        held = [target] if isinstance(target, Handle) else []
+        wire.walk([args, kwargs or {}], lambda leaf: held.append(leaf) if isinstance(leaf, Handle) else None)
+        for handle in held:
+            if handle._generation in self._ended_by_grader:
+                raise GraderFault(f"`{label}`: an object your code returned earlier was lost when the grader "
+                                  "restarted the sandbox after an error of its own")
+            if handle._generation != self.generation:
+                raise StudentFault(f"`{label}`: this object was lost when your code crashed in an earlier call")
         if self._timeouts_in_a_row.get(label, 0) >= TIMEOUTS_BEFORE_GIVING_UP:
             raise SandboxTimeout(f"`{label}` was not run: it did not finish in its last {TIMEOUTS_BEFORE_GIVING_UP} "
                                  f"calls ({self.assignment.limits.call_timeout_s:g} s each)")
@@ -224,10 +238,14 @@ class GradingSession:
         })
         if self.calls is not None and op == "call" and isinstance(target, str):
             self.calls.append((label, payload))
-        return self.send(payload, label)
+        return self.send(payload, label, retry=not held)
 
-    def send(self, payload: bytes, label: str):
-        """Send an encoded request (a call the suite made, or its replay) and decode the reply."""
+    def send(self, payload: bytes, label: str, retry: bool = True):
+        """Send an encoded request (a call the suite made, or its replay) and decode the reply.
+
+        A request the grader's own code failed to answer is sent once more to a fresh sandbox, where
+        `retry` allows it: a request that holds objects of this sandbox cannot move (nor be repeated
+        without changing them) and is reported at once."""
         sandbox = self._ensure_sandbox()
         if self.trace is not None:  # read by the scheduler if this worker dies during the call
             self.trace.write_text(label)
@@ -258,6 +276,12 @@ class GradingSession:
         stages.add("call transport", round_trip - in_sandbox)
         if not isinstance(reply, dict) or "ok" not in reply:
             raise StudentFault(f"`{label}`: the sandbox answered in an unexpected format")
+        if not reply["ok"] and reply.get("kind") == "grader":
+            if not retry:
+                raise GraderFault(f"`{label}`: the grader failed inside the sandbox ({reply.get('message')})")
+            self._ended_by_grader.add(self.generation)
+            self._drop_sandbox()
+            return self.send(payload, label, retry=False)
         if not reply["ok"]:
             raise _describe_error(reply, label)
         for setting in reply.get("numerics_changed", []):
@@ -348,6 +372,8 @@ def _classify(item, excinfo) -> tuple[str, str]:
             doc = (item.function.__doc__ or "").strip().splitlines()
             message = f"check failed: {doc[0]}" if doc else "a check of your result failed"
         return "failed", message
+    if isinstance(exc, GraderFault):
+        return "error", f"grader error in this test: {exc}; please tell the course staff"
     if isinstance(exc, (ValueError, TypeError)) and _UNPACKING.search(str(exc)):
         # `q, scale = submission.f(x)` on a result of another shape: the submission's fault (verify
         # proves the suite unpacks the solution's results), not a grader error.
@@ -506,6 +532,8 @@ def run_suite(assignment: Assignment, code: Extracted, isolate: bool = True, tra
         _add_pytest_stages(stages, plugin.marks, begin, time.perf_counter(), inside_tests)
     if exit_code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         raise RuntimeError(f"the hidden suite of {assignment.id} could not run (pytest exit code {int(exit_code)})")
+    if isinstance(session._load_failure, WallsMissing):  # a grader failure, not a grade: a rerun retries it
+        raise session._load_failure
     return session
 
 

@@ -16,6 +16,7 @@ import builtins
 import contextlib
 import linecache
 import multiprocessing
+import operator
 import os
 import signal
 import sys
@@ -29,18 +30,52 @@ from autograder.grading.tripwires import TAMPERED, Tripwires
 
 MAX_MESSAGE_CHARS = 4000
 
-# Numerics the grader pins around every call, with how to read and set each one.
+# Numerics the grader pins around every call, with how to read and set each one. torch keeps float32
+# precision in one tree of (backend, operator) settings, written by two APIs: the `fp32_precision`
+# attributes and the legacy switches (`allow_tf32`, `set_float32_matmul_precision`). Once a program
+# mixes them, the legacy getters raise. The tree is pinned first, then the legacy switches, which leaves
+# every getter of both reading the pins back (tests/test_sandbox.py tries every mix of the two).
+_FP32_PRECISION = {
+    "torch.backends.fp32_precision": ("generic", "all"),
+    "torch.backends.cudnn.fp32_precision": ("cuda", "all"),
+    "torch.backends.cuda.matmul.fp32_precision": ("cuda", "matmul"),
+    "torch.backends.cudnn.conv.fp32_precision": ("cuda", "conv"),
+    "torch.backends.cudnn.rnn.fp32_precision": ("cuda", "rnn"),
+    "torch.backends.mkldnn.fp32_precision": ("mkldnn", "all"),
+    "torch.backends.mkldnn.matmul.fp32_precision": ("mkldnn", "matmul"),
+    "torch.backends.mkldnn.conv.fp32_precision": ("mkldnn", "conv"),
+    "torch.backends.mkldnn.rnn.fp32_precision": ("mkldnn", "rnn"),
+}
+
+
+def _fp32_precision(backend: str, op: str):
+    """Read and pin ("ieee": full float32) one node of the tree. The public attributes reach every node but
+    one (`torch.backends.mkldnn.fp32_precision` sets the generic node), so torch's own accessors are used."""
+    return (lambda t: t._C._get_fp32_precision_getter(backend, op),
+            lambda t: t._C._set_fp32_precision_setter(backend, op, "ieee"))
+
+
+def _setting(owner: str, name: str, value):
+    """Read and pin `torch.<owner>.<name>`."""
+    get_owner = operator.attrgetter(owner)
+    return lambda t: getattr(get_owner(t), name), lambda t: setattr(get_owner(t), name, value)
+
+
 _NUMERICS = {
-    "torch.backends.cuda.matmul.allow_tf32": (
-        lambda t: t.backends.cuda.matmul.allow_tf32, lambda t: setattr(t.backends.cuda.matmul, "allow_tf32", False)),
-    "torch.backends.cudnn.allow_tf32": (
-        lambda t: t.backends.cudnn.allow_tf32, lambda t: setattr(t.backends.cudnn, "allow_tf32", False)),
+    "torch.backends.cuda.matmul.allow_tf32": _setting("backends.cuda.matmul", "allow_tf32", False),
+    "torch.backends.cudnn.allow_tf32": _setting("backends.cudnn", "allow_tf32", False),
     "torch.get_float32_matmul_precision()": (
         lambda t: t.get_float32_matmul_precision(), lambda t: t.set_float32_matmul_precision("highest")),
+    # Half-precision reductions on the GPU, at torch's defaults.
+    **{f"torch.backends.cuda.matmul.{name}": _setting("backends.cuda.matmul", name, value)
+       for name, value in (("allow_fp16_reduced_precision_reduction", True),
+                           ("allow_bf16_reduced_precision_reduction", True), ("allow_fp16_accumulation", False))},
     "torch.are_deterministic_algorithms_enabled()": (
         lambda t: t.are_deterministic_algorithms_enabled(), lambda t: _use_deterministic_algorithms(t)),
     "torch.get_default_dtype()": (lambda t: t.get_default_dtype(), lambda t: t.set_default_dtype(t.float32)),
+    **{name: _fp32_precision(*node) for name, node in _FP32_PRECISION.items()},
 }
+_PIN_ORDER = sorted(_NUMERICS, key=lambda name: name not in _FP32_PRECISION)  # the tree first
 
 
 def _use_deterministic_algorithms(torch) -> None:
@@ -137,12 +172,27 @@ def load_statements(code: Extracted, namespace: dict) -> list[str]:
 
 
 def _pin_numerics(torch) -> dict:
-    for _, (_, pin) in _NUMERICS.items():
-        pin(torch)
-    return {name: read(torch) for name, (read, _) in _NUMERICS.items()}
+    for name in _PIN_ORDER:
+        _NUMERICS[name][1](torch)
+    return read_numerics(torch)
+
+
+def read_numerics(torch) -> dict:
+    """Every pinned setting as it reads now; a getter that raises (torch's legacy getters do once its
+    two APIs are mixed) reads as the error's name, which differs from any pin."""
+    values = {}
+    for name, (read, _) in _NUMERICS.items():
+        try:
+            values[name] = read(torch)
+        except Exception as exc:  # noqa: BLE001 - what a setting reads as, not a failure
+            values[name] = f"unreadable ({type(exc).__name__})"
+    return values
 
 
 def _serve(conn, namespace: dict, tripwires: Tripwires) -> None:
+    """Answer the grader's requests until it hangs up. Student code raises only inside `_answer`'s
+    guarded call, where it becomes a result; anything else raised here is the grader's own fault, and
+    says so instead of ending the process (an exit the grader would blame on the submission)."""
     import torch
 
     handles: dict[int, object] = {}
@@ -151,25 +201,35 @@ def _serve(conn, namespace: dict, tripwires: Tripwires) -> None:
             data = conn.recv_bytes()
         except (EOFError, OSError):
             os._exit(0)
-        models: list = []
         try:
-            request = wire.decode_arguments(data, handles, models)
-        except wire.WireError as exc:
-            conn.send_bytes(wire.encode_message(_error_report("lost", message=str(exc))))
-            continue
-        conn.send_bytes(_answer(request, namespace, handles, tripwires, torch, models))
+            models: list = []
+            try:
+                request = wire.decode_arguments(data, handles, models)
+            except wire.WireError as exc:
+                reply = wire.encode_message(_error_report("lost", message=str(exc)))
+            else:
+                reply = _answer(request, namespace, handles, tripwires, torch, models)
+        except BaseException as exc:  # noqa: BLE001 - the grader's code failed, not the submission
+            reply = wire.encode_message(_error_report("grader", message=_safe_text(
+                lambda: f"{type(exc).__name__}: {exc}", type(exc).__name__)))
+        conn.send_bytes(reply)
 
 
 def _count_fed_tokens(models: list, fed: list[int], batches: list[int]) -> None:
     """Record how many positions each forward call of a zoo model embeds, and for how many sequences:
     what a hidden test needs to tell a real KV cache from a loop that re-feeds the whole sequence, or
-    one batch from a loop over its prompts (each pair gives the same tokens)."""
-    def record(module, args):
-        fed.append(int(args[0].shape[-1]))
-        batches.append(int(args[0].shape[0]) if args[0].dim() > 1 else 1)
+    one batch from a loop over its prompts (each pair gives the same tokens). An input that is not a
+    tensor is left to the embedding, which raises the submission's own error."""
+    import torch
+
+    def record(module, args, kwargs):
+        ids = args[0] if args else kwargs.get("input")
+        if isinstance(ids, torch.Tensor):
+            fed.append(int(ids.shape[-1]) if ids.dim() else 1)
+            batches.append(int(ids.shape[0]) if ids.dim() > 1 else 1)
 
     for model in models:
-        model.get_input_embeddings().register_forward_pre_hook(record)
+        model.get_input_embeddings().register_forward_pre_hook(record, with_kwargs=True)
 
 
 def _answer(request: dict, namespace: dict, handles: dict, tripwires: Tripwires, torch, models: list) -> bytes:
@@ -183,22 +243,24 @@ def _answer(request: dict, namespace: dict, handles: dict, tripwires: Tripwires,
         target = namespace[target]
     pinned = _pin_numerics(torch)
     begin = time.perf_counter()
-    try:
-        with tripwires.watch(request.get("forbidden", ()), models):
+    raised = None
+    with tripwires.watch(request.get("forbidden", ()), models):
+        try:
             if request["op"] == "getattr":
                 value = getattr(target, request["attr"])
             else:
                 value = target(*request["args"], **request["kwargs"])
-    except BaseException as exc:  # noqa: BLE001 - everything the student raises is a result
-        if not tripwires.violations:
-            kind = "exit" if isinstance(exc, SystemExit) else "exception"
-            return wire.encode_message(_error_report(kind, exc))
-    finally:
-        isolation.end_strays()
+        except BaseException as exc:  # noqa: BLE001 - everything the student raises is a result
+            raised = exc
+        finally:
+            isolation.end_strays()
     if tripwires.violations:
         api = tripwires.violations[0]
         return wire.encode_message(_error_report("tampered" if api == TAMPERED else "forbidden", api=api))
-    changed = [name for name, (read, _) in _NUMERICS.items() if read(torch) != pinned[name]]
+    if raised is not None:
+        return wire.encode_message(_error_report("exit" if isinstance(raised, SystemExit) else "exception", raised))
+    now = read_numerics(torch)
+    changed = [name for name, value in now.items() if value != pinned[name]]
     try:
         return wire.encode_result({"ok": True, "value": value, "fed_tokens": fed, "fed_batches": batches,
                                    "numerics_changed": changed, "call_s": time.perf_counter() - begin}, handles)
@@ -234,7 +296,9 @@ def child_main(conn, setup: SandboxSetup) -> None:
         isolation.end_strays()
         timed = {"isolation_s": walled - begin, "load_s": time.perf_counter() - walled}
     except BaseException as exc:  # noqa: BLE001
-        conn.send_bytes(wire.encode_message({"status": "failed", "message": f"{type(exc).__name__}: {exc}"}))
+        walls = isinstance(exc, isolation.WallsMissing)
+        conn.send_bytes(wire.encode_message({"status": "failed", "walls": walls,
+                                             "message": str(exc) if walls else f"{type(exc).__name__}: {exc}"}))
         os._exit(1)
     conn.send_bytes(wire.encode_message({"status": "ready", "warnings": warnings, "isolation": report, **timed}))
     _serve(conn, namespace, tripwires)
@@ -274,6 +338,8 @@ class Sandbox:
         hello = wire.decode_message(self._receive(timeout, "while loading your notebook"))
         if hello.get("status") != "ready":
             self.kill()
+            if hello.get("walls"):
+                raise isolation.WallsMissing(hello.get("message"))
             raise RuntimeError(f"the sandbox could not start: {hello.get('message')}")
         self.report, self.warnings = hello["isolation"], hello["warnings"]
         self.started_s = time.perf_counter() - begin

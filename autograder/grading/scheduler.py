@@ -99,8 +99,6 @@ def _graded(job: Job) -> SubmissionResult:
         return SubmissionResult(**common, submission_hash=digest, status="error", message=str(exc), results=[])
     session = run_suite(assignment, code, job.isolate, Path(job.trace) if job.trace else None, job.only_gpu)
     notes = list(code.warnings) + list(session.load_warnings)
-    if "isolation" in session.isolation:
-        notes.append(f"sandbox isolation {session.isolation['isolation']}")
     return SubmissionResult(**common, submission_hash=digest, status="graded", message="",
                             results=session.results, load_messages="\n".join(notes))
 
