@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -264,3 +265,34 @@ def sample_pages(sample_batch, tmp_path_factory) -> ExportedPages:
                 str(sample_batch.gradebook), "--format", fmt, "--output", str(out / fmt)]
         assert main(argv) == 0, argv
     return ExportedPages(sorted((out / "html").glob("*.html")), out / "summary" / "summary.html")
+
+
+# --- a real browser, for every page a person reads (Debian's chromium, driven by Playwright) ---
+
+LAPTOP, PHONE = 1280, 400  # window widths in CSS pixels; the phone held upright
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless chromium for the whole session (Playwright's sync API allows one per thread)."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("no chromium on PATH: `make test` installs Debian's package (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def tab(browser):
+    """One browser tab, and every problem it reported (console errors, script errors, failed loads)."""
+    page = browser.new_page(viewport={"width": LAPTOP, "height": 900})
+    problems = []
+    page.on("console", lambda msg: msg.type == "error" and problems.append(f"console error: {msg.text}"))
+    page.on("pageerror", lambda exc: problems.append(f"script error: {exc}"))
+    page.on("requestfailed", lambda request: problems.append(f"not loaded: {request.url}"))
+    yield page, problems
+    page.close()

@@ -9,40 +9,13 @@ the system's chromium, Debian's package, which `make test` installs; no browser 
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
-from playwright.sync_api import sync_playwright
+from conftest import LAPTOP, PHONE
 
 from autograder.exports.grades import check_title
 from autograder.course.gradebook import Gradebook
 from autograder.exports.manual import with_manual_scores
-
-LAPTOP, PHONE = 1280, 400  # window widths in CSS pixels; the phone held upright
-
-
-@pytest.fixture(scope="session")
-def browser():
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("no chromium on PATH: `make test` installs Debian's package (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def tab(browser):
-    """One browser tab, and every problem it reported (console errors, script errors, failed loads)."""
-    page = browser.new_page(viewport={"width": LAPTOP, "height": 900})
-    problems = []
-    page.on("console", lambda msg: msg.type == "error" and problems.append(f"console error: {msg.text}"))
-    page.on("pageerror", lambda exc: problems.append(f"script error: {exc}"))
-    page.on("requestfailed", lambda request: problems.append(f"not loaded: {request.url}"))
-    yield page, problems
-    page.close()
-
 
 def show(tab, path, widths=(LAPTOP, PHONE)) -> list[str]:
     """Load `path` in `tab`; what went wrong, from loading to the layout at each window width."""

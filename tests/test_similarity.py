@@ -14,7 +14,8 @@ import pytest
 from autograder.cli import main
 from autograder.similarity.normalise import units_of_cells
 from autograder.student.packing import pack
-from conftest import ASSIGNMENT, CORRECT, ROOT, Cells, write_notebook
+from conftest import ASSIGNMENT, CORRECT, LAPTOP, ROOT, Cells, write_notebook
+from test_browser import show
 
 sys.path.insert(0, str(ROOT / "bench"))
 from similarity import PARTIAL, cohort, implementations, notebook, ours  # noqa: E402
@@ -214,7 +215,6 @@ def test_every_copy_ranks_above_every_independent_pair(tmp_path, kind):
 
 # ------------------------------------------------------------------------------ in a real browser
 
-from test_browser import LAPTOP, browser, show, tab  # noqa: E402,F401  (fixtures)
 
 PAYLOADS = {"team": "<img src=x onerror=alert(1)>", "file": "<svg onload=alert(2)>",
             "code": "# </div></pre><script>alert(3)</script>\nBAD = '<img src=y onerror=alert(4)>'\n"}
