@@ -647,6 +647,12 @@ class Gradebook:
         """Every graded submission of `assignment`, by submission id."""
         return self._load("assignment = ?", (assignment,))
 
+    def graded_ids(self, assignment: str) -> list[str]:
+        """The ids of the submissions whose notebook was read (what graders grade), without loading their results."""
+        return [r[0] for r in self._conn.execute(
+            "SELECT submission_id FROM submissions WHERE assignment = ? AND status = 'graded' ORDER BY submission_id",
+            _storable((assignment,)))]
+
     def get(self, assignment: str, submission_id: str) -> SubmissionResult | None:
         found = self._load("assignment = ? AND submission_id = ?", (assignment, submission_id))
         return found[0] if found else None

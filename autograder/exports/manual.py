@@ -116,24 +116,34 @@ def _check(cell: ManualCell, score: ManualScore | None) -> TestResult:
                       0.0)
 
 
+def submitted_cells(sub: SubmissionResult, assignment: Assignment) -> list:
+    """The cells of the submission's notebook as grading read them (encodings, old formats); a notebook that
+    cannot be read again (moved, deleted, broken) raises `SubmissionFormatError` saying why."""
+    from autograder.grading.extraction import read_cells  # nbformat: seconds to import, for these pages only
+
+    name = f"{assignment.id}.ipynb"
+    with notebook_file(find_notebook(Path(sub.path), name), name) as notebook:
+        return read_cells(notebook)
+
+
 def answers(sub: SubmissionResult, assignment: Assignment) -> dict[str, str]:
     """grade id -> the text of the submission's answer cell; a notebook that cannot be read again (moved,
     deleted) gives a message in place of each answer."""
-    from autograder.grading.extraction import read_cells  # nbformat: seconds to import, for this export only
-
-    name = f"{assignment.id}.ipynb"
     try:
-        with notebook_file(find_notebook(Path(sub.path), name), name) as notebook:
-            cells = read_cells(notebook)  # as grading read it: encodings, old formats, one message if broken
+        cells = submitted_cells(sub, assignment)
     except SubmissionFormatError as exc:
         return {"": f"(the hand-in at {sub.path} cannot be read any more: {exc})"}
     found_answers = {}
     for cell in cells:
         meta = cell.get("metadata", {}).get("nbgrader", {}) if isinstance(cell, dict) else {}
         if isinstance(meta, dict) and meta.get("grade_id"):
-            source = cell.get("source", "")
-            found_answers[str(meta["grade_id"])] = "".join(source) if isinstance(source, list) else str(source)
+            found_answers[str(meta["grade_id"])] = cell_text(cell.get("source", ""))
     return found_answers
+
+
+def cell_text(source) -> str:
+    """A notebook's text field, saved as one string or as a list of lines."""
+    return "".join(map(str, source)) if isinstance(source, list) else str(source)
 
 
 def write_sheets(gradebook: Gradebook, assignment: Assignment, out_dir: Path) -> list[Path]:
