@@ -48,7 +48,9 @@ if (grading) {
         saved.textContent = "not saved: someone else saved first";
         document.getElementById("their-grader").textContent = reply.body.theirs.grader;
         document.getElementById("theirs").textContent = describe(reply.body.theirs);
-        document.getElementById("yours").textContent = describe(reply.body.yours);
+        const labels = items.filter((i) => body.rubric.includes(Number(i.value)))
+                            .map((i) => i.parentElement.querySelector(".label").textContent);
+        document.getElementById("yours").textContent = describe({...body, points: null, labels});
         conflict.dataset.version = reply.body.theirs.version;
         conflict.hidden = false;
       } else {
