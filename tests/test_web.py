@@ -173,3 +173,17 @@ def test_import_manual_writes_the_same_scores_the_workspace_grades(app, workspac
     assert "saved by ta3 (version 1)" in page and "from the sheet" in page and 'data-version="1"' in page
     with Gradebook.open(workspace.gradebook) as gb:
         assert [(e.grader, e.action) for e in gb.log(ASSIGNMENT)] == [("ta3", "import")]
+
+
+def test_add_grader_prints_a_link_whose_token_logs_in_and_renewing_revokes_it(app, workspace, capsys):
+    from autograder.cli import main
+
+    argv = ["--course-root", str(workspace.course.root), "serve", "--gradebook", str(workspace.gradebook),
+            "--add-grader", "ta9"]
+    assert main(argv) == 0
+    link = re.search(r"open (http://127\.0\.0\.1:8765/\?token=(\S+))", capsys.readouterr().out)
+    c = TestClient(app, base_url="http://127.0.0.1:8765", follow_redirects=False)
+    assert c.get(f"/?token={link.group(2)}").status_code == 303 and c.get("/").status_code == 200
+    assert "ta9" in c.get("/").text and "(instructor)" not in c.get("/").text
+    assert main(argv) == 0
+    assert c.get("/").status_code == 403  # the old token no longer works
