@@ -503,6 +503,36 @@ def cmd_import_manual(course: Course, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(course: Course, args: argparse.Namespace) -> int:
+    """The TAs' web workspace over the gradebook; with --add-grader, make a grader's token and stop."""
+    if args.add_grader is not None:
+        with Gradebook.open(args.gradebook) as gradebook:
+            token = gradebook.add_grader(args.add_grader, instructor=args.instructor)
+        role = "instructor" if args.instructor else "grader"
+        print(f"{role} {args.add_grader}: open {_workspace_url(args, token)} (an earlier token of this name no "
+              "longer works); keep the link private: it grades in this name")
+        return 0
+    import uvicorn
+
+    from autograder.web.app import create_app
+
+    with Gradebook.open(args.gradebook) as gradebook:
+        first = None if any(g.instructor for g in gradebook.graders()) else gradebook.add_grader("instructor", True)
+    hosts = frozenset(h.lower() for h in [*args.allow_host, *([] if args.host in ("0.0.0.0", "::") else [args.host])])
+    app = create_app(course, args.gradebook, hosts=hosts)
+    if first:
+        print(f"the first instructor's link (shown once): {_workspace_url(args, first)}")
+    print(f"serving {args.gradebook} on http://{args.host}:{args.port}/; graders open the link their token came with "
+          f"(`autograder serve --add-grader NAME` makes one)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _workspace_url(args: argparse.Namespace, token: str) -> str:
+    host = args.allow_host[0] if args.allow_host else args.host
+    return f"http://{f'[{host}]' if ':' in host else host}:{args.port}/?token={token}"
+
+
 def cmd_pack(course: Course | None, args: argparse.Namespace) -> int:
     """Write a team's hand-in archive; works without the course config (students have the release only)."""
     from autograder.student.packing import members_for, pack
@@ -676,6 +706,23 @@ def _parser() -> argparse.ArgumentParser:
     manual.add_argument("--gradebook", type=Path, default=DEFAULT_PATH, help="SQLite gradebook (default: %(default)s)")
     manual.add_argument("--grader", help="name recorded for rows without one (default: your user name)")
     manual.set_defaults(run=cmd_import_manual)
+
+    serve = commands.add_parser(
+        "serve", help="the TAs' web workspace: overview, team pages, grading by question with rubrics",
+        description="Serve the gradebook to graders' browsers: bound to 127.0.0.1 unless told otherwise; each "
+                    "grader opens a link with their own token (--add-grader NAME makes one). The first start "
+                    "makes an instructor's token and prints its link.")
+    serve.add_argument("--gradebook", type=Path, default=DEFAULT_PATH, help="SQLite gradebook (default: %(default)s)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default: %(default)s)")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="a host name browsers use to reach this server (behind a proxy or JupyterHub); "
+                            "requests naming any other host are refused")
+    serve.add_argument("--add-grader", metavar="NAME",
+                       help="make (or renew) the token of grader NAME, print its link and stop")
+    serve.add_argument("--instructor", action="store_true",
+                       help="with --add-grader: an instructor (edits rubrics, overrides, reveals team names)")
+    serve.set_defaults(run=cmd_serve)
 
     pack = commands.add_parser("pack", help="students: pack your notebook into the hand-in archive of your team",
                                description="Validate the notebook (its findings are printed and kept in the "

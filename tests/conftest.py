@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import json
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ import nbformat
 import pytest
 
 from autograder.course.config import Assignment, load_course
-from autograder.course.gradebook import Gradebook, SubmissionResult
+from autograder.course.gradebook import Gradebook, HandinRecord, SubmissionResult, TestResult
 from autograder.grading.handins import discover
 from autograder.grading.scheduler import grade_batch
 
@@ -296,3 +297,56 @@ def tab(browser):
     page.on("requestfailed", lambda request: problems.append(f"not loaded: {request.url}"))
     yield page, problems
     page.close()
+
+
+HOSTILE_ID = '<img src=x onerror="window.pwned=1">team'
+HOSTILE_FOLDER = '<svg onload="window.pwned=1">'
+SCRIPT = '<script>window.pwned=1</script>'
+
+
+@dataclasses.dataclass(frozen=True)
+class Workspace:
+    """A course with two reflections, three graded teams (one hostile) and their notebooks on disk."""
+
+    course: object
+    gradebook: Path
+    tokens: dict[str, str]  # grader name -> token: "prof" (instructor), "ta1", "ta2"
+    ids: list[str]
+
+
+def handin_notebook(folder: Path, answer: str, *, hostile: bool = False) -> Path:
+    """A hand-in: the demo notebook with the student's reflection answers; a hostile one carries script and HTML
+    in its markdown, its outputs and its answers."""
+    cells = demo_cells()
+    cells[-1].source = answer
+    cells.append(Cells.reflection("reflection_limits", answer + " (limits)", points=1))
+    if hostile:
+        cells.insert(0, Cells.markdown(f"# Hi {SCRIPT}<iframe src=\"https://example.org\"></iframe>"))
+        cells[3].outputs = [nbformat.v4.new_output("display_data", data={"text/html": SCRIPT, "text/plain": SCRIPT}),
+                            nbformat.v4.new_output("stream", text="<b onmouseover=alert(1)>out</b>")]
+    return write_notebook(folder / (f"{HOSTILE_FOLDER}.ipynb" if hostile else f"{ASSIGNMENT}.ipynb"), cells)
+
+
+@pytest.fixture
+def workspace(make_course, tmp_path) -> Workspace:
+    root = make_course(demo_cells() + [Cells.reflection("reflection_limits", "Top-p needs a sorted vocabulary.",
+                                                        points=1)])
+    course = load_course(root)
+    db = tmp_path / "gradebook.db"
+    ids = ["team01", "team02", HOSTILE_ID]
+    with Gradebook.open(db) as gb:
+        for n, sid in enumerate(ids):
+            hostile = sid == HOSTILE_ID
+            folder = handin_notebook(tmp_path / "handins" / (HOSTILE_FOLDER if hostile else sid),
+                                     SCRIPT + " answer" if hostile else f"answer of {sid}", hostile=hostile).parent
+            passed = n != 1
+            gb.record(SubmissionResult(
+                ASSIGNMENT, sid, str(folder), "nb", "suite", "0.1.0", "cpu", "graded", "",
+                [TestResult("test_top_k.py::test_top_k_on_random_logits", "top_k_filter",
+                            "passed" if passed else "failed", 1.0 if passed else 0.0, 1.0,
+                            "" if passed else f"wrong {SCRIPT}", 0.1)],
+                graded_at=datetime.datetime(2027, 4, 28, tzinfo=datetime.timezone.utc)))
+            gb.record_handin(ASSIGNMENT, HandinRecord(sid, sid, (), None, f"online text: {SCRIPT}" if hostile else ""))
+        tokens = {"prof": gb.add_grader("prof", instructor=True), "ta1": gb.add_grader("ta1"),
+                  "ta2": gb.add_grader("ta2")}
+    return Workspace(course, db, tokens, ids)

@@ -205,3 +205,33 @@ def test_ids_a_spreadsheet_would_evaluate_are_exported_as_text(tmp_path, sid):
         export_csv(gb, ASSIGNMENT, out)
     row = list(csv.reader(io.StringIO(out.getvalue())))[1]
     assert row[0] == "'" + sid and row[1:3] == ["1", "1"]
+
+
+def test_overrides_and_regrade_outcomes_count_in_every_export_and_survive_a_regrade(gradebook, tmp_path):
+    from autograder.exports.moodle import comment_for
+    from autograder.exports.manual import with_manual_scores
+
+    failed = "test_tokenize.py::test_1"  # team02's failed check, 1 point
+    gradebook.set_override("01_intro", "team02", failed, 1.0, "the suite's fixture was wrong", "prof")
+    regrade = gradebook.record_regrade("01_intro", "team02", failed, "our tokenizer is right", "prof")
+    gradebook.resolve_regrade("01_intro", regrade, "accepted: full points", "prof")
+    gradebook.set_override("01_intro", "team03", "test_generate.py::test_1", 2.0, "ran it on a GPU by hand", "prof")
+    gradebook.record(graded("team02", [("tokenize", "passed", 1), ("tokenize", "failed", 1),
+                                       ("generate", "passed", 3)]))  # regraded: the override stays apart
+    out = io.StringIO()
+    export_csv(gradebook, ASSIGNMENT, out)
+    rows = {r[0]: r for r in csv.reader(io.StringIO(out.getvalue()))}
+    assert rows["team02"][1:4] == ["2", "3", "5"] and rows["team02"][-1] == "graded"
+    assert rows["team03"][2:4] == ["2", "4"] and rows["team03"][-1] == "graded"  # no longer waits for a GPU
+    pages = {p.stem: p.read_text() for p in write_feedback_pages(gradebook, ASSIGNMENT, tmp_path / "html")}
+    assert "points set by the course staff: 1 of 1 (the suite&#39;s fixture was wrong)" in pages["team02"]
+    assert "regrade requested: our tokenizer is right -&gt; accepted: full points" in pages["team02"]
+    write_gradescope_results(gradebook, ASSIGNMENT, tmp_path / "gs")
+    assert json.loads((tmp_path / "gs" / "team02" / "results.json").read_text())["score"] == 5
+    sub = {s.submission_id: s for s in with_manual_scores(gradebook, ASSIGNMENT)}["team02"]
+    comment = comment_for(sub, ASSIGNMENT, gradebook.regrades("01_intro"))
+    assert "Regrade request on 1: accepted: full points" in comment and "Total: 5 of 5 points" in comment
+    gradebook.set_override("01_intro", "team02", failed, None, "", "prof")  # taken back: the verdict counts again
+    out = io.StringIO()
+    export_csv(gradebook, ASSIGNMENT, out)
+    assert [r for r in csv.reader(io.StringIO(out.getvalue())) if r[0] == "team02"][0][3] == "4"

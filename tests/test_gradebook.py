@@ -1,4 +1,5 @@
 import datetime as dt
+import hashlib
 import multiprocessing
 import os
 import re
@@ -12,7 +13,9 @@ from autograder.course.gradebook import (
     Gradebook,
     GradebookError,
     HandinRecord,
+    SCHEMA_VERSION,
     ManualScore,
+    StaleVersion,
     SubmissionResult,
     TestResult,
     safe_text,
@@ -295,7 +298,7 @@ def _unknown_tables(path):
 
 def _newer_schema(path):
     _gradebook(path)
-    sql(path, "PRAGMA user_version = 4")
+    sql(path, "PRAGMA user_version = 5")
 
 
 def _damaged(path):
@@ -313,8 +316,8 @@ def _damaged(path):
         (_truncated_sqlite, "the file is not an SQLite database"),
         (_other_application, "another application (application_id 0x00000000"),
         (_other_application_id, "another application (application_id 0x000004d2"),
-        (_unknown_tables, "tables ['handins', 'manual_scores', 'results', 'submissions', 'users'] are not a gradebook's"),
-        (_newer_schema, "schema version 4, this autograder reads versions up to 3"),
+        (_unknown_tables, "'submissions', 'users'] are not a gradebook's"),
+        (_newer_schema, "schema version 5, this autograder reads versions up to 4"),
         (_damaged, "SQLite cannot read it (database disk image is malformed)"),
     ],
 )
@@ -334,12 +337,13 @@ def test_a_version_1_gradebook_gains_the_new_tables_and_keeps_its_grades(tmp_pat
     path = tmp_path / "gradebook.db"
     with Gradebook.open(path) as gb:
         gb.record(submission())
-    sql(path, "DROP TABLE handins", "DROP TABLE manual_scores", "PRAGMA user_version = 1")
+    sql(path, *(f"DROP TABLE {t}" for t in ("handins", "manual_scores", "graders", "rubric_items", "overrides",
+                                            "regrades", "grading_log", "settings")), "PRAGMA user_version = 1")
     with Gradebook.open(path) as gb:
         assert [s.submission_id for s in gb.submissions(submission().assignment)] == [submission().submission_id]
         gb.record_manual(submission().assignment, [ManualScore(submission().submission_id, "reflection", 1.5, 2, "",
                                                                "ta", NOW)])
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_a_version_2_gradebook_gains_due_dates_and_keeps_its_hand_ins(tmp_path):
@@ -348,7 +352,10 @@ def test_a_version_2_gradebook_gains_due_dates_and_keeps_its_hand_ins(tmp_path):
     sub = submission()
     with Gradebook.open(path) as gb:
         gb.record(sub)
-    sql(path, "DROP TABLE handins", """CREATE TABLE handins (assignment TEXT NOT NULL, submission_id TEXT NOT NULL,
+    sql(path, *(f"DROP TABLE {t}" for t in ("graders", "rubric_items", "overrides", "regrades", "grading_log",
+                                            "settings")),
+        "ALTER TABLE manual_scores DROP COLUMN rubric", "ALTER TABLE manual_scores DROP COLUMN adjustment",
+        "ALTER TABLE manual_scores DROP COLUMN version", "DROP TABLE handins", """CREATE TABLE handins (assignment TEXT NOT NULL, submission_id TEXT NOT NULL,
         team TEXT, members TEXT NOT NULL, submitted_at TEXT, notes TEXT NOT NULL,
         PRIMARY KEY (assignment, submission_id))""",
         f"INSERT INTO handins VALUES ('{sub.assignment}', '{sub.submission_id}', 'team01', '[\"s1\"]', "
@@ -363,4 +370,77 @@ def test_a_version_2_gradebook_gains_due_dates_and_keeps_its_hand_ins(tmp_path):
         assert (loaded.submitted_at, loaded.due) == (NOW, extended)
         gb.record(loaded)  # a regrade keeps the hand-in's due date apart from the grade
         assert gb.get(sub.assignment, sub.submission_id).due == extended
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def _version_3(path):
+    """A gradebook as version 3 wrote it: without the web workspace's tables and score columns."""
+    with Gradebook.open(path) as gb:
+        gb.record(submission())
+    sql(path, *(f"DROP TABLE {t}" for t in ("graders", "rubric_items", "overrides", "regrades", "grading_log",
+                                            "settings")),
+        "DROP TABLE manual_scores", """CREATE TABLE manual_scores (assignment TEXT NOT NULL, submission_id TEXT NOT NULL,
+        grade_id TEXT NOT NULL, points REAL NOT NULL, points_possible REAL NOT NULL, comment TEXT NOT NULL,
+        grader TEXT NOT NULL, graded_at TEXT NOT NULL, PRIMARY KEY (assignment, submission_id, grade_id))""",
+        f"INSERT INTO manual_scores VALUES ('01_intro', 'team01', 'reflection', 1.5, 2, 'fine', 'ta', "
+        f"'{NOW.isoformat()}')", "PRAGMA user_version = 3")
+
+
+def test_a_version_3_gradebook_gains_the_workspace_tables_and_keeps_its_scores(tmp_path):
+    """Schema 4 adds graders, rubrics, overrides, regrades and the log; a version-3 file upgrades in place and a
+    score given from a sheet keeps its points (as its adjustment) and can be graded on from version 1."""
+    path = tmp_path / "gradebook.db"
+    _version_3(path)
+    with Gradebook.open(path) as gb:
+        assert [s.submission_id for s in gb.submissions("01_intro")] == ["team01"]
+        kept = gb.manual_scores("01_intro")["team01"]["reflection"]
+        assert (kept.points, kept.comment, kept.grader, kept.rubric, kept.adjustment, kept.version) == (
+            1.5, "fine", "ta", (), 1.5, 1)
+        with pytest.raises(StaleVersion):
+            gb.save_manual("01_intro", "team01", "reflection", 2, [], 2.0, "", "tb", base_version=0)
+        assert gb.save_manual("01_intro", "team01", "reflection", 2, [], 2.0, "", "tb", base_version=1).version == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+
+
+def test_rubric_changes_regrade_every_score_that_used_the_item_and_are_logged(tmp_path):
+    with Gradebook.open(tmp_path / "gradebook.db") as gb:
+        good = gb.add_rubric_item("01_intro", "reflection", "names the trade-off", 1.5, "prof")
+        vague = gb.add_rubric_item("01_intro", "reflection", "vague", -0.5, "prof")
+        gb.save_manual("01_intro", "team01", "reflection", 2, [good.item_id, vague.item_id], 0.0, "", "ta", 0)
+        gb.save_manual("01_intro", "team02", "reflection", 2, [good.item_id], 0.25, "", "tb", 0)
+        gb.save_manual("01_intro", "team03", "reflection", 2, [vague.item_id], 0.0, "", "tb", 0)
+        assert [s["reflection"].points for s in gb.manual_scores("01_intro").values()] == [1.0, 1.75, 0.0]
+        assert gb.change_rubric_item("01_intro", good.item_id, "names the trade-off", 2.0, "prof") == 2
+        scores = gb.manual_scores("01_intro")
+        assert [s["reflection"].points for s in scores.values()] == [1.5, 2.0, 0.0]  # 2.25 kept within 0..2
+        assert [s["reflection"].version for s in scores.values()] == [2, 2, 1]
+        log = gb.log("01_intro")
+        assert [(e.action, e.submission_id) for e in log[:3]] == [
+            ("rubric-regrade", "team02"), ("rubric-regrade", "team01"), ("rubric-change", "")]
+        assert (log[0].old["points"], log[0].new["points"], log[0].new["rubric"]) == (1.75, 2.0, [good.item_id])
+
+
+def test_the_grading_log_is_append_only(tmp_path):
+    path = tmp_path / "gradebook.db"
+    with Gradebook.open(path) as gb:
+        gb.set_override("01_intro", "team01", "test_a.py::test_b", 1.0, "fixed test", "prof")
+    conn = sqlite3.connect(path)
+    for statement in ("UPDATE grading_log SET grader = 'someone else'", "DELETE FROM grading_log"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute(statement)
+    conn.close()
+    with Gradebook.open(path) as gb:
+        assert [(e.grader, e.action, e.new) for e in gb.log()] == [
+            ("prof", "override", {"points": 1.0, "reason": "fixed test"})]
+
+
+def test_tokens_are_stored_hashed_and_renewing_one_revokes_the_old(tmp_path):
+    path = tmp_path / "gradebook.db"
+    with Gradebook.open(path) as gb:
+        first = gb.add_grader("ta1")
+        assert gb.grader_by_token(first).name == "ta1" and not gb.grader_by_token(first).instructor
+        second = gb.add_grader("ta1")
+        assert gb.grader_by_token(first) is None and gb.grader_by_token(second).name == "ta1"
+        assert gb.grader_by_token("") is None
+    stored = path.read_bytes()  # closed: every write is in the file
+    assert hashlib.sha256(second.encode()).hexdigest().encode() in stored and second.encode() not in stored

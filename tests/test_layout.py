@@ -14,7 +14,7 @@ import autograder
 PACKAGE = Path(autograder.__file__).parent
 # Stage of each subpackage, lowest first; siblings of one rank never import each other. A new subpackage
 # gets its rank here, and docs/architecture.md says where it sits.
-RANKS = {"course": 0, "grading": 1, "exports": 2, "student": 2, "authoring": 3, "similarity": 4, "cli": 5}
+RANKS = {"course": 0, "grading": 1, "exports": 2, "student": 2, "authoring": 3, "similarity": 4, "web": 4, "cli": 5}
 PUBLIC = {"zoo": "grading", "testing": "grading", "checks": "student", "validate": "student"}
 
 
@@ -102,7 +102,7 @@ def test_the_layout_check_finds_upward_sideways_and_circular_imports(tmp_path):
         "grading/__init__.py": "", "grading/oracle.py": "def run():\n    from autograder.exports import grades\n",
         "exports/__init__.py": "", "exports/grades.py": "import autograder.student.pack\n",
         "student/__init__.py": "", "student/pack.py": "from autograder import zoo\n",
-        "zoo.py": "", "web/__init__.py": "", "web/app.py": "",
+        "zoo.py": "", "reports/__init__.py": "", "reports/app.py": "",
         "grading/a.py": "from autograder.grading import b\n", "grading/b.py": "from autograder.grading.a import x\n",
     })
     problems = layout_problems(root)
@@ -111,7 +111,7 @@ def test_the_layout_check_finds_upward_sideways_and_circular_imports(tmp_path):
     assert any(p.startswith("autograder.grading.oracle (grading) imports autograder.exports.grades") for p in problems)
     assert any(p.startswith("autograder.exports.grades (exports) imports autograder.student.pack") for p in problems)
     assert "autograder.student.pack imports autograder.zoo: inside the package, import its home instead" in problems
-    assert "autograder.web.app: a stage without a rank in RANKS" in problems
+    assert "autograder.reports.app: a stage without a rank in RANKS" in problems
     assert "import cycle: autograder.grading.a -> autograder.grading.b -> autograder.grading.a" in problems
 
 

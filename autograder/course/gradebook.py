@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
+import secrets
 import sqlite3
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, fields
@@ -24,8 +26,9 @@ from pathlib import Path
 
 DEFAULT_PATH = Path("gradebook.db")
 APPLICATION_ID = 0x41475244  # "AGRD" in the SQLite header marks a file as our gradebook
-SCHEMA_VERSION = 3  # 2 added `handins` (who, when) and `manual_scores` (reflections graded by hand); 3 a hand-in's
-# own due date (an extension the LMS granted)
+SCHEMA_VERSION = 4  # 2 added `handins` (who, when) and `manual_scores` (reflections graded by hand); 3 a hand-in's
+# own due date (an extension the LMS granted); 4 what graders do in the web workspace (graders, rubrics, overrides,
+# regrade requests, the append-only grading log) and the rubric and version of each hand-given score
 BUSY_TIMEOUT_S = 30.0  # how long a worker waits for another worker's write to finish
 
 # "graded-by-hand" and "needs-grading" are hand-graded cells, added by `manual.with_manual_scores`, never stored here.
@@ -34,8 +37,9 @@ SUBMISSION_STATUSES = ("graded", "error")
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _HEADER_SIZE = 100
-_TABLES = {"submissions", "results", "handins", "manual_scores"}
-_TABLES_OF_VERSION = {1: {"submissions", "results"}, 2: _TABLES, 3: _TABLES}
+_TABLES_3 = {"submissions", "results", "handins", "manual_scores"}
+_TABLES = _TABLES_3 | {"graders", "rubric_items", "overrides", "regrades", "grading_log", "settings"}
+_TABLES_OF_VERSION = {1: {"submissions", "results"}, 2: _TABLES_3, 3: _TABLES_3, 4: _TABLES}
 _SCHEMA = (
     """CREATE TABLE submissions (
         assignment      TEXT NOT NULL,
@@ -92,8 +96,70 @@ _SCHEMA_2 = (
     )""",
 )
 _SCHEMA_3 = ("ALTER TABLE handins ADD COLUMN due_at TEXT",)
+# Several graders at once: who they are (a token's hash, never the token), rubric items per hand-graded cell,
+# instructors' overrides of automatic checks and students' regrade requests, all kept apart from the grade so
+# a regrade keeps them; every change also goes to `grading_log`, which triggers keep append-only. A score's
+# `version` lets a save made against an older version be refused instead of overwriting another grader's.
+_SCHEMA_4 = (
+    """CREATE TABLE graders (
+        name            TEXT PRIMARY KEY,
+        token_hash      TEXT NOT NULL UNIQUE,
+        instructor      INTEGER NOT NULL,
+        reveal_names    INTEGER NOT NULL DEFAULT 0,
+        created_at      TEXT NOT NULL
+    )""",
+    """CREATE TABLE rubric_items (
+        item_id         INTEGER PRIMARY KEY,
+        assignment      TEXT NOT NULL,
+        grade_id        TEXT NOT NULL,
+        label           TEXT NOT NULL,
+        points          REAL NOT NULL
+    )""",
+    "ALTER TABLE manual_scores ADD COLUMN rubric TEXT NOT NULL DEFAULT '[]'",
+    "ALTER TABLE manual_scores ADD COLUMN adjustment REAL NOT NULL DEFAULT 0",
+    "ALTER TABLE manual_scores ADD COLUMN version INTEGER NOT NULL DEFAULT 1",
+    "UPDATE manual_scores SET adjustment = points",  # a score from a sheet: its points, no rubric item
+    """CREATE TABLE overrides (
+        assignment      TEXT NOT NULL,
+        submission_id   TEXT NOT NULL,
+        test_id         TEXT NOT NULL,
+        points          REAL NOT NULL,
+        reason          TEXT NOT NULL,
+        grader          TEXT NOT NULL,
+        at              TEXT NOT NULL,
+        PRIMARY KEY (assignment, submission_id, test_id)
+    )""",
+    """CREATE TABLE regrades (
+        regrade_id      INTEGER PRIMARY KEY,
+        assignment      TEXT NOT NULL,
+        submission_id   TEXT NOT NULL,
+        test_id         TEXT NOT NULL,
+        request         TEXT NOT NULL,
+        recorded_by     TEXT NOT NULL,
+        recorded_at     TEXT NOT NULL,
+        outcome         TEXT,
+        resolved_by     TEXT,
+        resolved_at     TEXT
+    )""",
+    """CREATE TABLE grading_log (
+        seq             INTEGER PRIMARY KEY,
+        at              TEXT NOT NULL,
+        grader          TEXT NOT NULL,
+        assignment      TEXT NOT NULL,
+        submission_id   TEXT NOT NULL,
+        target          TEXT NOT NULL,
+        action          TEXT NOT NULL,
+        old             TEXT,
+        new             TEXT
+    )""",
+    """CREATE TRIGGER grading_log_no_update BEFORE UPDATE ON grading_log
+        BEGIN SELECT RAISE(ABORT, 'the grading log is append-only'); END""",
+    """CREATE TRIGGER grading_log_no_delete BEFORE DELETE ON grading_log
+        BEGIN SELECT RAISE(ABORT, 'the grading log is append-only'); END""",
+    "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
 # What brings a gradebook of the version before each key to that version; a new file runs them all.
-_UPGRADES = {2: _SCHEMA_2, 3: _SCHEMA_3}
+_UPGRADES = {2: _SCHEMA_2, 3: _SCHEMA_3, 4: _SCHEMA_4}
 
 
 def safe_text(text: str) -> str:
@@ -199,7 +265,9 @@ _RESULT_FIELDS = [f.name for f in fields(TestResult)]
 
 @dataclass(frozen=True)
 class ManualScore:
-    """Points a grader gave one hand-graded cell (a reflection) of one submission."""
+    """Points a grader gave one hand-graded cell (a reflection) of one submission: the rubric items applied
+    plus a free adjustment, within 0..points_possible (a score from a sheet has no items, its points are the
+    adjustment). `version` counts its saves, so a save against an older one is refused."""
 
     submission_id: str
     grade_id: str
@@ -208,6 +276,84 @@ class ManualScore:
     comment: str
     grader: str
     graded_at: dt.datetime
+    rubric: tuple[int, ...] = ()
+    adjustment: float | None = None  # None: the points themselves (a score from a sheet)
+    version: int = 0
+
+
+class StaleVersion(Exception):
+    """A save made against an older version of a score; nothing was written. `current` is the stored one."""
+
+    def __init__(self, current: ManualScore):
+        super().__init__(f"{current.submission_id}/{current.grade_id}: saved meanwhile by {current.grader} "
+                         f"(version {current.version})")
+        self.current = current
+
+
+@dataclass(frozen=True)
+class Grader:
+    """Someone with a token: a grader, or an instructor (who alone edits rubrics, overrides and reveals names)."""
+
+    name: str
+    instructor: bool
+    reveal_names: bool
+
+
+@dataclass(frozen=True)
+class RubricItem:
+    """A reusable verdict on a hand-graded cell: points it adds (or deducts, when negative)."""
+
+    item_id: int
+    grade_id: str
+    label: str
+    points: float
+
+
+@dataclass(frozen=True)
+class Override:
+    """An instructor's points for one automatic check of one submission, kept across regrades."""
+
+    submission_id: str
+    test_id: str
+    points: float
+    reason: str
+    grader: str
+    at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Regrade:
+    """A student's regrade request on one check (or hand-graded cell) and, once decided, its outcome."""
+
+    regrade_id: int
+    submission_id: str
+    test_id: str
+    request: str
+    recorded_by: str
+    recorded_at: dt.datetime
+    outcome: str | None
+    resolved_by: str | None
+    resolved_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One change in the append-only grading log: who, when, what, and its value before and after."""
+
+    seq: int
+    at: dt.datetime
+    grader: str
+    assignment: str
+    submission_id: str
+    target: str
+    action: str
+    old: dict | None
+    new: dict | None
+
+
+def rubric_points(item_points: list[float], adjustment: float, possible: float) -> float:
+    """The points of a score: its rubric items and adjustment added up, kept within 0..possible."""
+    return min(max(sum(item_points) + adjustment, 0.0), possible)
 
 
 @dataclass(frozen=True)
@@ -311,25 +457,201 @@ class Gradebook:
             r["notes"], _time_or_none(r["due_at"])) for r in rows}
 
     def record_manual(self, assignment: str, scores: list[ManualScore]) -> None:
-        """Store hand-given points, all or none; a later score of the same cell replaces the earlier one."""
-        rows = [_storable((assignment, m.submission_id, m.grade_id, m.points, m.points_possible, m.comment, m.grader,
-                           _utc_text(m.graded_at))) for m in scores]
+        """Store hand-given points from a sheet, all or none; a later score of the same cell replaces the
+        earlier one (its rubric items too) and the change is logged."""
         with _transaction(self._conn, "IMMEDIATE"):
-            self._conn.executemany("INSERT OR REPLACE INTO manual_scores VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            for m in scores:
+                current = self._manual_score(assignment, m.submission_id, m.grade_id)
+                self._write_manual(assignment, ManualScore(
+                    m.submission_id, m.grade_id, m.points, m.points_possible, m.comment, m.grader, m.graded_at, (),
+                    m.points, (current.version if current else 0) + 1), current, "import")
+
+    def save_manual(self, assignment: str, submission_id: str, grade_id: str, possible: float, rubric: list[int],
+                    adjustment: float, comment: str, grader: str, base_version: int) -> ManualScore:
+        """Save a grader's score made on top of `base_version` (0: none yet); `StaleVersion` if another save
+        came first. Its points are those of its rubric items and adjustment."""
+        with _transaction(self._conn, "IMMEDIATE"):
+            current = self._manual_score(assignment, submission_id, grade_id)
+            if (current.version if current else 0) != base_version:
+                raise StaleVersion(current)
+            items = {i.item_id: i for i in self.rubric(assignment, grade_id)}
+            unknown = [i for i in rubric if i not in items]
+            if unknown:
+                raise ValueError(f"{grade_id}: no rubric item {unknown[0]}")
+            applied = tuple(sorted(set(rubric)))
+            score = ManualScore(submission_id, grade_id, rubric_points([items[i].points for i in applied], adjustment,
+                                                                       possible),
+                                possible, comment, grader, _now(), applied, adjustment, base_version + 1)
+            self._write_manual(assignment, score, current, "grade")
+        return score
+
+    def _write_manual(self, assignment: str, score: ManualScore, old: ManualScore | None, action: str) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO manual_scores (assignment, submission_id, grade_id, points, points_possible, "
+            "comment, grader, graded_at, rubric, adjustment, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _storable((assignment, score.submission_id, score.grade_id, score.points, score.points_possible,
+                       score.comment, score.grader, _utc_text(score.graded_at), json.dumps(list(score.rubric)),
+                       score.points if score.adjustment is None else score.adjustment, score.version)))
+        self._log(score.grader, assignment, score.submission_id, f"manual::{score.grade_id}", action,
+                  _score_fields(old), _score_fields(score))
+
+    def _manual_score(self, assignment: str, submission_id: str, grade_id: str) -> ManualScore | None:
+        row = self._conn.execute(
+            "SELECT * FROM manual_scores WHERE assignment = ? AND submission_id = ? AND grade_id = ?",
+            _storable((assignment, submission_id, grade_id))).fetchone()
+        return None if row is None else _manual_from_row(row)
 
     def manual_scores(self, assignment: str) -> dict[str, dict[str, ManualScore]]:
         """submission id -> grade id -> the score given by hand."""
         scores: dict[str, dict[str, ManualScore]] = defaultdict(dict)
         for r in self._conn.execute("SELECT * FROM manual_scores WHERE assignment = ? ORDER BY submission_id, grade_id",
                                     _storable((assignment,))):
-            scores[r["submission_id"]][r["grade_id"]] = ManualScore(
-                r["submission_id"], r["grade_id"], r["points"], r["points_possible"], r["comment"], r["grader"],
-                dt.datetime.fromisoformat(r["graded_at"]))
+            scores[r["submission_id"]][r["grade_id"]] = _manual_from_row(r)
         return dict(scores)
+
+    def add_grader(self, name: str, instructor: bool = False) -> str:
+        """Create (or renew) the token of grader `name` and return it; only its hash is stored."""
+        token = secrets.token_urlsafe(24)
+        with _transaction(self._conn, "IMMEDIATE"):
+            self._conn.execute("INSERT OR REPLACE INTO graders (name, token_hash, instructor, created_at) "
+                               "VALUES (?, ?, ?, ?)", _storable((name, _token_hash(token), instructor,
+                                                                 _utc_text(_now()))))
+        return token
+
+    def grader_by_token(self, token: str) -> Grader | None:
+        row = self._conn.execute("SELECT name, instructor, reveal_names FROM graders WHERE token_hash = ?",
+                                 (_token_hash(token),)).fetchone()
+        return None if row is None else Grader(row[0], bool(row[1]), bool(row[2]))
+
+    def graders(self) -> list[Grader]:
+        return [Grader(r[0], bool(r[1]), bool(r[2])) for r in self._conn.execute(
+            "SELECT name, instructor, reveal_names FROM graders ORDER BY name")]
+
+    def set_reveal_names(self, name: str, reveal: bool) -> None:
+        with _transaction(self._conn, "IMMEDIATE"):
+            self._conn.execute("UPDATE graders SET reveal_names = ? WHERE name = ?", (reveal, name))
+
+    def setting(self, key: str, make) -> str:
+        """The stored value of `key`, made by `make()` and stored the first time it is asked for."""
+        with _transaction(self._conn, "IMMEDIATE"):
+            row = self._conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                return row[0]
+            value = make()
+            self._conn.execute("INSERT INTO settings VALUES (?, ?)", (key, value))
+        return value
+
+    def rubric(self, assignment: str, grade_id: str | None = None) -> list[RubricItem]:
+        """The rubric items of one cell (or of every cell), in the order they were made."""
+        where, params = ("AND grade_id = ?", (assignment, grade_id)) if grade_id is not None else ("", (assignment,))
+        return [RubricItem(r["item_id"], r["grade_id"], r["label"], r["points"]) for r in self._conn.execute(
+            f"SELECT * FROM rubric_items WHERE assignment = ? {where} ORDER BY item_id", _storable(params))]
+
+    def add_rubric_item(self, assignment: str, grade_id: str, label: str, points: float, by: str) -> RubricItem:
+        with _transaction(self._conn, "IMMEDIATE"):
+            cursor = self._conn.execute("INSERT INTO rubric_items (assignment, grade_id, label, points) "
+                                        "VALUES (?, ?, ?, ?)", _storable((assignment, grade_id, label, points)))
+            item = RubricItem(cursor.lastrowid, grade_id, label, points)
+            self._log(by, assignment, "", f"rubric:{item.item_id}", "rubric-add", None, _item_fields(item))
+        return item
+
+    def change_rubric_item(self, assignment: str, item_id: int, label: str, points: float, by: str) -> int:
+        """Change an item's label and points, and the points of every score that applied it (each logged, its
+        version bumped, so a grader's open copy is refused rather than written back). Returns how many."""
+        with _transaction(self._conn, "IMMEDIATE"):
+            old = next((i for i in self.rubric(assignment) if i.item_id == item_id), None)
+            if old is None:
+                raise ValueError(f"no rubric item {item_id} in {assignment}")
+            self._conn.execute("UPDATE rubric_items SET label = ?, points = ? WHERE item_id = ?",
+                               _storable((label, points, item_id)))
+            new = RubricItem(item_id, old.grade_id, label, points)
+            self._log(by, assignment, "", f"rubric:{item_id}", "rubric-change", _item_fields(old), _item_fields(new))
+            items = {i.item_id: i.points for i in self.rubric(assignment, old.grade_id)}
+            changed = 0
+            for rows in self.manual_scores(assignment).values():
+                score = rows.get(old.grade_id)
+                if score is None or item_id not in score.rubric:
+                    continue
+                points = rubric_points([items[i] for i in score.rubric], score.adjustment, score.points_possible)
+                self._write_manual(assignment, ManualScore(
+                    score.submission_id, score.grade_id, points, score.points_possible, score.comment, by, _now(),
+                    score.rubric, score.adjustment, score.version + 1), score, "rubric-regrade")
+                changed += 1
+        return changed
+
+    def set_override(self, assignment: str, submission_id: str, test_id: str, points: float | None, reason: str,
+                     by: str) -> None:
+        """Set an automatic check's points by hand (None: back to the grader's verdict); logged."""
+        key = _storable((assignment, submission_id, test_id))
+        with _transaction(self._conn, "IMMEDIATE"):
+            old = self.overrides(assignment).get(submission_id, {}).get(test_id)
+            self._conn.execute("DELETE FROM overrides WHERE assignment = ? AND submission_id = ? AND test_id = ?", key)
+            if points is not None:
+                self._conn.execute("INSERT INTO overrides VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                   [*key, points, *_storable((reason, by)), _utc_text(_now())])
+            self._log(by, assignment, submission_id, test_id, "override",
+                      old and {"points": old.points, "reason": old.reason},
+                      None if points is None else {"points": points, "reason": reason})
+
+    def overrides(self, assignment: str) -> dict[str, dict[str, Override]]:
+        """submission id -> test id -> the instructor's points for that check."""
+        found: dict[str, dict[str, Override]] = defaultdict(dict)
+        for r in self._conn.execute("SELECT * FROM overrides WHERE assignment = ?", _storable((assignment,))):
+            found[r["submission_id"]][r["test_id"]] = Override(r["submission_id"], r["test_id"], r["points"],
+                                                               r["reason"], r["grader"], _time_or_none(r["at"]))
+        return dict(found)
+
+    def record_regrade(self, assignment: str, submission_id: str, test_id: str, request: str, by: str) -> int:
+        with _transaction(self._conn, "IMMEDIATE"):
+            cursor = self._conn.execute(
+                "INSERT INTO regrades (assignment, submission_id, test_id, request, recorded_by, recorded_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)", _storable((assignment, submission_id, test_id, request, by,
+                                                        _utc_text(_now()))))
+            self._log(by, assignment, submission_id, test_id, "regrade-request", None,
+                      {"regrade": cursor.lastrowid, "request": request})
+        return cursor.lastrowid
+
+    def resolve_regrade(self, assignment: str, regrade_id: int, outcome: str, by: str) -> Regrade:
+        with _transaction(self._conn, "IMMEDIATE"):
+            old = next((r for r in self.regrades(assignment) if r.regrade_id == regrade_id), None)
+            if old is None:
+                raise ValueError(f"no regrade request {regrade_id} in {assignment}")
+            self._conn.execute("UPDATE regrades SET outcome = ?, resolved_by = ?, resolved_at = ? WHERE regrade_id = ?",
+                               _storable((outcome, by, _utc_text(_now()), regrade_id)))
+            self._log(by, assignment, old.submission_id, old.test_id, "regrade-outcome",
+                      {"regrade": regrade_id, "outcome": old.outcome}, {"regrade": regrade_id, "outcome": outcome})
+        return next(r for r in self.regrades(assignment) if r.regrade_id == regrade_id)
+
+    def regrades(self, assignment: str) -> list[Regrade]:
+        return [Regrade(r["regrade_id"], r["submission_id"], r["test_id"], r["request"], r["recorded_by"],
+                        _time_or_none(r["recorded_at"]), r["outcome"], r["resolved_by"], _time_or_none(r["resolved_at"]))
+                for r in self._conn.execute("SELECT * FROM regrades WHERE assignment = ? ORDER BY regrade_id",
+                                            _storable((assignment,)))]
+
+    def log(self, assignment: str | None = None, limit: int = 1000) -> list[LogEntry]:
+        """The newest `limit` entries of the grading log (of one assignment, or all), newest first."""
+        where, params = ("WHERE assignment = ?", (assignment,)) if assignment is not None else ("", ())
+        return [LogEntry(r["seq"], _time_or_none(r["at"]), r["grader"], r["assignment"], r["submission_id"],
+                         r["target"], r["action"], json.loads(r["old"] or "null"), json.loads(r["new"] or "null"))
+                for r in self._conn.execute(f"SELECT * FROM grading_log {where} ORDER BY seq DESC LIMIT ?",
+                                            _storable((*params, limit)))]
+
+    def _log(self, grader: str, assignment: str, submission_id: str, target: str, action: str, old, new) -> None:
+        self._conn.execute("INSERT INTO grading_log (at, grader, assignment, submission_id, target, action, old, new) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           _storable((_utc_text(_now()), grader, assignment, submission_id, target, action,
+                                      None if old is None else json.dumps(old),
+                                      None if new is None else json.dumps(new))))
 
     def submissions(self, assignment: str) -> list[SubmissionResult]:
         """Every graded submission of `assignment`, by submission id."""
         return self._load("assignment = ?", (assignment,))
+
+    def graded_ids(self, assignment: str) -> list[str]:
+        """The ids of the submissions whose notebook was read (what graders grade), without loading their results."""
+        return [r[0] for r in self._conn.execute(
+            "SELECT submission_id FROM submissions WHERE assignment = ? AND status = 'graded' ORDER BY submission_id",
+            _storable((assignment,)))]
 
     def get(self, assignment: str, submission_id: str) -> SubmissionResult | None:
         found = self._load("assignment = ? AND submission_id = ?", (assignment, submission_id))
@@ -366,6 +688,31 @@ def _submission_from_row(row: sqlite3.Row, results: list[TestResult]) -> Submiss
         submitted_at=_time_or_none(row["submitted_at"]),
     )
     return SubmissionResult(**values, results=results)
+
+
+def _manual_from_row(r: sqlite3.Row) -> ManualScore:
+    return ManualScore(r["submission_id"], r["grade_id"], r["points"], r["points_possible"], r["comment"], r["grader"],
+                       dt.datetime.fromisoformat(r["graded_at"]), tuple(json.loads(r["rubric"])), r["adjustment"],
+                       r["version"])
+
+
+def _score_fields(score: ManualScore | None) -> dict | None:
+    """What the grading log keeps of a score: enough to see who changed what."""
+    return None if score is None else {"points": score.points, "rubric": list(score.rubric),
+                                       "adjustment": score.adjustment, "comment": score.comment,
+                                       "version": score.version}
+
+
+def _item_fields(item: RubricItem) -> dict:
+    return {"grade_id": item.grade_id, "label": item.label, "points": item.points}
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "backslashreplace")).hexdigest()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
 
 
 def _utc_or_none(moment: dt.datetime | None) -> str | None:

@@ -11,16 +11,18 @@ autograded part never loses them, and every export shows them as checks of their
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import functools
 import getpass
 import io
 import math
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.course.config import Assignment
-from autograder.course.gradebook import Gradebook, ManualScore, SubmissionResult, TestResult
+from autograder.course.gradebook import Gradebook, ManualScore, Override, SubmissionResult, TestResult
 from autograder.exports.formats import page_template, text_cell
 from autograder.grading.handins import SubmissionFormatError, find_notebook, notebook_file
 
@@ -63,17 +65,45 @@ def _cells_of(versions: tuple[tuple[Path, int], ...]) -> tuple[ManualCell, ...]:
 
 
 def with_manual_scores(gradebook: Gradebook, assignment: Assignment) -> list[SubmissionResult]:
-    """The submissions of `assignment`, each with one check per hand-graded cell: its recorded points,
-    or "needs-grading" (worth its points, earned 0) until a grader gives them."""
+    """The submissions of `assignment` as every export counts them: one check per hand-graded cell (its
+    recorded points, or "needs-grading", worth its points, earned 0, until a grader gives them), the
+    instructor's overrides of automatic checks in place of their verdicts, and each regrade request with
+    its outcome in the message of the check it concerns. All are kept apart from the grade, so a regrade
+    of the notebook keeps them."""
     cells = manual_cells(assignment)
     scores = gradebook.manual_scores(assignment.id)
+    overrides = gradebook.overrides(assignment.id)
+    regrades = defaultdict(list)
+    for regrade in gradebook.regrades(assignment.id):
+        regrades[regrade.submission_id, regrade.test_id].append(regrade)
     subs = gradebook.submissions(assignment.id)
     for sub in subs:
         if sub.status != "graded":
             continue
-        given = scores.get(sub.submission_id, {})
-        sub.results = sub.results + [_check(cell, given.get(cell.grade_id)) for cell in cells]
+        given, changed = scores.get(sub.submission_id, {}), overrides.get(sub.submission_id, {})
+        results = [_overridden(r, changed.get(r.test_id)) for r in sub.results]
+        results += [_check(cell, given.get(cell.grade_id)) for cell in cells]
+        sub.results = [_with_regrades(r, regrades.get((sub.submission_id, r.test_id), ())) for r in results]
     return subs
+
+
+def _overridden(result: TestResult, override: Override | None) -> TestResult:
+    """A check whose points the instructor set: a person's verdict now (so no longer waiting for a GPU)."""
+    if override is None:
+        return result
+    points = min(max(override.points, 0.0), result.points_possible)
+    said = result.status + (f": {result.message}" if result.message and result.status != "error" else "")
+    return dataclasses.replace(result, status="graded-by-hand", points_earned=points, message=(
+        f"points set by the course staff: {points:g} of {result.points_possible:g} ({override.reason}); "
+        f"the automatic check said {said}"))
+
+
+def _with_regrades(result: TestResult, regrades) -> TestResult:
+    if not regrades:
+        return result
+    notes = [f"regrade requested: {r.request} -> {r.outcome or 'pending'}" for r in regrades]
+    return dataclasses.replace(result, message="\n".join([result.message, *notes]) if result.message else
+                               "\n".join(notes))
 
 
 def _check(cell: ManualCell, score: ManualScore | None) -> TestResult:
@@ -86,24 +116,34 @@ def _check(cell: ManualCell, score: ManualScore | None) -> TestResult:
                       0.0)
 
 
+def submitted_cells(sub: SubmissionResult, assignment: Assignment) -> list:
+    """The cells of the submission's notebook as grading read them (encodings, old formats); a notebook that
+    cannot be read again (moved, deleted, broken) raises `SubmissionFormatError` saying why."""
+    from autograder.grading.extraction import read_cells  # nbformat: seconds to import, for these pages only
+
+    name = f"{assignment.id}.ipynb"
+    with notebook_file(find_notebook(Path(sub.path), name), name) as notebook:
+        return read_cells(notebook)
+
+
 def answers(sub: SubmissionResult, assignment: Assignment) -> dict[str, str]:
     """grade id -> the text of the submission's answer cell; a notebook that cannot be read again (moved,
     deleted) gives a message in place of each answer."""
-    from autograder.grading.extraction import read_cells  # nbformat: seconds to import, for this export only
-
-    name = f"{assignment.id}.ipynb"
     try:
-        with notebook_file(find_notebook(Path(sub.path), name), name) as notebook:
-            cells = read_cells(notebook)  # as grading read it: encodings, old formats, one message if broken
+        cells = submitted_cells(sub, assignment)
     except SubmissionFormatError as exc:
         return {"": f"(the hand-in at {sub.path} cannot be read any more: {exc})"}
     found_answers = {}
     for cell in cells:
         meta = cell.get("metadata", {}).get("nbgrader", {}) if isinstance(cell, dict) else {}
         if isinstance(meta, dict) and meta.get("grade_id"):
-            source = cell.get("source", "")
-            found_answers[str(meta["grade_id"])] = "".join(source) if isinstance(source, list) else str(source)
+            found_answers[str(meta["grade_id"])] = cell_text(cell.get("source", ""))
     return found_answers
+
+
+def cell_text(source) -> str:
+    """A notebook's text field, saved as one string or as a list of lines."""
+    return "".join(map(str, source)) if isinstance(source, list) else str(source)
 
 
 def write_sheets(gradebook: Gradebook, assignment: Assignment, out_dir: Path) -> list[Path]:

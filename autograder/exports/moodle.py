@@ -373,9 +373,10 @@ def is_download(path: Path) -> bool:
     return any(_ENTRY.match(n) for n in names)
 
 
-def comment_for(sub, assignment) -> str:
-    """The feedback comment Moodle shows the student: points per question and the grade, plain text."""
-    from autograder.exports.grades import grade_of, grade_status
+def comment_for(sub, assignment, regrades=()) -> str:
+    """The feedback comment Moodle shows the student: points per question, the outcome of each regrade request
+    and the grade, plain text."""
+    from autograder.exports.grades import check_title, grade_of, grade_status
 
     total, possible, penalty, final = grade_of(sub, assignment)
     lines = [f"{question}: {earned:g} of {out_of:g} points" for question, (earned, out_of) in
@@ -386,6 +387,7 @@ def comment_for(sub, assignment) -> str:
     status = grade_status(sub)
     if status != "graded":
         grade += f"; {status}" + (f": {sub.message}" if sub.status == "error" else "")
+    lines += [f"Regrade request on {check_title(r.test_id)}: {r.outcome or 'pending'}" for r in regrades]
     return "\n".join([*lines, grade + "."])
 
 
@@ -398,6 +400,7 @@ def export_moodle(gradebook, assignment, roster: Roster | None, worksheet_path: 
     worksheet = read_worksheet(worksheet_path)
     subs = {s.submission_id: s for s in with_manual_scores(gradebook, assignment)}
     records = gradebook.handins(assignment.id)
+    regrades = gradebook.regrades(assignment.id)
     by_participant = {m: sid for sid, r in records.items() for m in r.members if m.startswith("Participant ")}
     grades, missing = {}, 0
     for row in worksheet.rows:
@@ -411,6 +414,7 @@ def export_moodle(gradebook, assignment, roster: Roster | None, worksheet_path: 
             missing += 1
             continue
         _, possible, _, final = grade_of(sub, assignment)
-        grades[pid] = (final, possible, comment_for(sub, assignment))
+        grades[pid] = (final, possible, comment_for(sub, assignment,
+                                                    [r for r in regrades if r.submission_id == sid]))
     return fill_worksheet(worksheet, grades, out, now or dt.datetime.now(dt.timezone.utc).astimezone(
         assignment.due.tzinfo)), missing
