@@ -233,18 +233,22 @@ def test_generator_state_is_copied(session):
     assert torch.equal(call(session, "sample", torch.Generator().manual_seed(7)), expected)
 
 
-def test_fed_tokens_counts_positions_and_batch_size_of_each_forward_call(session):
+def test_fed_tokens_counts_positions_and_batch_size_of_each_forward_call(course):
     from autograder.grading import zoo
     from autograder.grading.oracle import SubmissionProxy
 
-    model, ids = zoo.tiny_model("llama"), torch.randint(3, 100, (3, 5), generator=torch.Generator().manual_seed(0))
-    proxy = SubmissionProxy(session)
-    with proxy.fed_tokens() as whole, proxy.fed_tokens() as nested:
-        assert call(session, "feed", model, ids, False) == [3]
-    with proxy.fed_tokens() as looped:
-        assert call(session, "feed", model, ids, True) == [1, 1, 1]
-    assert (whole.per_call, whole.batch_sizes) == ([5], [3]) and nested.batch_sizes == [3]
-    assert (looped.per_call, looped.batch_sizes) == ([5, 5, 5], [1, 1, 1])
+    session = new_session(course, call_timeout_s=30)  # a model's first forward in a fresh sandbox: slow when loaded
+    try:
+        model, ids = zoo.tiny_model("llama"), torch.randint(3, 100, (3, 5), generator=torch.Generator().manual_seed(0))
+        proxy = SubmissionProxy(session)
+        with proxy.fed_tokens() as whole, proxy.fed_tokens() as nested:
+            assert call(session, "feed", model, ids, False) == [3]
+        with proxy.fed_tokens() as looped:
+            assert call(session, "feed", model, ids, True) == [1, 1, 1]
+        assert (whole.per_call, whole.batch_sizes) == ([5], [3]) and nested.batch_sizes == [3]
+        assert (looped.per_call, looped.batch_sizes) == ([5, 5, 5], [1, 1, 1])
+    finally:
+        session.close()
 
 
 def test_sys_exit_is_an_ordinary_failure(session):
