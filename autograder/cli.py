@@ -369,7 +369,7 @@ def _print_scores(assignment, results: dict, skipped: set, not_handins: list[tup
     problems = []
     for column in ("submission", "file", "points", "late", "final", "passed", "failed", "timeout", "notes"):
         table.add_column(column, justify="left" if column in ("submission", "file", "notes") else "right",
-                         overflow="fold")  # wrapped, never cut: a TA reads every note
+                         overflow="fold" if column == "notes" else "ellipsis")  # every note is read in full
     for sid in sorted(results):
         r = results[sid]
         counts = {s: sum(t.status == s for t in r.results) for s in ("passed", "failed", "timeout", "error")}
