@@ -133,11 +133,13 @@ def _checked_code(function, check) -> types.CodeType:
     sentinel = f"<check {original.co_qualname}>"
     docstring = int(ast.get_docstring(definition, clean=False) is not None)
     anchor = definition.body[min(docstring, len(definition.body) - 1)]
-    definition.body.insert(docstring, ast.copy_location(ast.Expr(ast.Call(ast.Constant(sentinel), [], [])), anchor))
+    check_call = ast.Expr(ast.Call(ast.Constant(sentinel), [], []))
+    for node in ast.walk(check_call):
+        ast.copy_location(node, anchor)
+    definition.body.insert(docstring, check_call)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SyntaxWarning)  # "'str' object is not callable": it is replaced below
-        module = compile(ast.fix_missing_locations(tree), original.co_filename, "exec",
-                         flags=original.co_flags & _FUTURE_FLAGS, dont_inherit=True)
+        module = compile(tree, original.co_filename, "exec", flags=original.co_flags & _FUTURE_FLAGS, dont_inherit=True)
     code = next(const for const in module.co_consts if isinstance(const, types.CodeType))
     consts = tuple(check if isinstance(const, str) and const == sentinel else const for const in code.co_consts)
     return code.replace(co_consts=consts, co_qualname=original.co_qualname)
@@ -165,6 +167,22 @@ def _nested_codes(code: types.CodeType):
             yield from _nested_codes(const)
 
 
+@functools.lru_cache(maxsize=None)
+def _unchecked_steps(checked: types.CodeType) -> tuple:
+    """The `_steps` of the original code: those of the checked code without the check's five (push
+    the call's NULL, load the check, prepare the call, call, drop its result). Worked out when first needed, so that
+    arming compiles each function once; the original code itself is kept nowhere."""
+    steps = _steps(checked)
+    start = next(i for i, (_, value) in enumerate(steps) if isinstance(value, functools.partial))
+    return steps[:start - 1] + steps[start + 4:]
+
+
+def _marker(code: types.CodeType) -> str:
+    """A name any copy of this code must mention (the longest it uses): sources and marshalled data
+    without it are not compiled or read a second time."""
+    return max(code.co_names + code.co_varnames + (code.co_name,), key=len)
+
+
 def _made_code(event: str, args: tuple):
     """The code object a `compile` or `marshal.loads` event is about to make (None if it fails)."""
     with contextlib.suppress(Exception), warnings.catch_warnings():
@@ -186,9 +204,10 @@ class Tripwires:
         self._allowed_modules: set[int] = set()
         self._verdicts: dict[object, str | None] = {}
         self._modes_watching = False
-        # A forbidden function's original code: its `_names` -> [(its `_steps`, api)]
-        self._copies: dict[tuple, list[tuple[tuple, str]]] = {}
+        # `_names` of a forbidden function's code (the check adds none) -> [(its checked code, api)]
+        self._copies: dict[tuple, list[tuple[types.CodeType, str]]] = {}
         self._bytecodes: dict[tuple, set[str]] = {}  # (bytecode, argument count), original and checked -> apis
+        self._markers: set[str] = set()
         self._checked: set[int] = set()  # ids of the checked code objects (their functions keep them alive)
         self._auditing = False
         for api in apis:
@@ -245,7 +264,8 @@ class Tripwires:
             return
         target.__code__ = checked = _checked_code(target, functools.partial(self._entered, api))
         self._checked.add(id(checked))
-        self._copies.setdefault(_names(before), []).append((_steps(before), api))
+        self._copies.setdefault(_names(checked), []).append((checked, api))
+        self._markers.add(_marker(before))
         for code in (before, checked):
             self._bytecodes.setdefault((code.co_code, code.co_argcount), set()).add(api)
 
@@ -274,11 +294,20 @@ class Tripwires:
     def _copied_apis(self, event: str, args: tuple) -> set[str]:
         if event == "code.__new__":  # code.replace, types.CodeType: only the bytecode is known yet
             return self._bytecodes.get((args[0], args[3]), set())
+        if event != "exec" and not self._might_copy(args[0]):
+            return set()
         made = args[0] if event == "exec" else _made_code(event, args)
         if not isinstance(made, types.CodeType):
             return set()
-        return {api for code in _nested_codes(made) for steps, api in self._copies.get(_names(code), ())
-                if _steps(code) == steps}
+        return {api for code in _nested_codes(made) for checked, api in self._copies.get(_names(code), ())
+                if _steps(code) == _unchecked_steps(checked)}
+
+    def _might_copy(self, source) -> bool:
+        if isinstance(source, str):
+            return any(marker in source for marker in self._markers)
+        if isinstance(source, (bytes, bytearray)):
+            return any(marker.encode() in source for marker in self._markers)
+        return True  # an AST or a buffer: compiled again to be sure
 
     def from_submission(self, frame) -> bool:
         """No module of a grader-provided model lies between this frame and the submission's call."""
