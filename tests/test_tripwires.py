@@ -390,3 +390,115 @@ def test_a_copy_of_forbidden_code_is_refused_also_outside_a_check(routes):
         call(routes, "reload_outside_a_check")
     with pytest.raises(StudentFault, match=f"called `{GENERATE}`"):  # the library module is intact
         call(routes, "reach_and_call", GENERATE, "by_name", forbidden=(GENERATE,))
+
+
+BNB_BLOCKWISE = "bitsandbytes.functional.quantize_blockwise"
+
+NATIVE = textwrap.dedent('''
+    import ctypes
+    import glob
+    import os
+    import shutil
+
+    import bitsandbytes
+    import bitsandbytes.cextension
+    import bitsandbytes.functional as bnbf
+    import torch
+
+    LIBRARY = bitsandbytes.cextension.lib._lib._name
+    KERNEL_AT_LOAD = bitsandbytes.functional.lib.cquantize_blockwise_cpu_fp32
+
+
+    def _quantize(kernel, x):
+        code = bnbf.create_dynamic_map().float()
+        absmax = torch.empty((x.numel() + 63) // 64)
+        out = torch.empty(x.shape, dtype=torch.uint8)
+        kernel(bnbf.get_ptr(code), bnbf.get_ptr(x), bnbf.get_ptr(absmax), bnbf.get_ptr(out),
+               ctypes.c_longlong(64), ctypes.c_longlong(x.numel()))
+        return out, absmax
+
+
+    def by_cdll(x):
+        return _quantize(ctypes.CDLL(LIBRARY).cquantize_blockwise_cpu_fp32, x)
+
+
+    def by_the_module_handle(x):
+        return _quantize(bnbf.lib.cquantize_blockwise_cpu_fp32, x)
+
+
+    def by_cextension(x):
+        return _quantize(bitsandbytes.cextension.lib._lib["cquantize_blockwise_cpu_fp32"], x)
+
+
+    def by_a_pointer_taken_at_load(x):
+        return _quantize(KERNEL_AT_LOAD, x)
+
+
+    def by_address(x):
+        address = ctypes.cast(bnbf.lib.cquantize_blockwise_cpu_fp32, ctypes.c_void_p).value
+        kernel = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 4, ctypes.c_longlong, ctypes.c_longlong)(address)
+        return _quantize(kernel, x)
+
+
+    def by_a_copy_of_the_library(x):
+        copy = shutil.copy(LIBRARY, "/tmp/mine.so")
+        return _quantize(ctypes.CDLL(copy).cquantize_blockwise_cpu_fp32, x)
+
+
+    def by_another_build_of_the_library(x):
+        other = next(p for p in glob.glob(os.path.dirname(LIBRARY) + "/*.so") if p != LIBRARY)
+        return ctypes.CDLL(other)
+
+
+    def unlock_and_run(x):
+        libc = ctypes.CDLL(None)
+        libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        for line in open("/proc/self/maps"):
+            span, permissions, *_ = line.split()
+            if line.rstrip().endswith(LIBRARY) and permissions.startswith("---"):
+                start, end = (int(a, 16) for a in span.split("-"))
+                libc.mprotect(start, end - start, 5)
+        return _quantize(bnbf.lib.cquantize_blockwise_cpu_fp32, x)
+
+
+    def by_hand(x):
+        blocks = x.reshape(-1, 64)
+        return blocks.abs().amax(1)
+''')
+
+
+@pytest.fixture(scope="module")
+def native(tmp_path_factory):
+    root = write_course(tmp_path_factory.mktemp("course"), "x = 1", {"test_a.py": "A = 1\n"}, points=1,
+                        call_timeout_s=60)
+    notebook = write_notebook(root / "team.ipynb", [nbformat.v4.new_code_cell(NATIVE)])
+    s = student_session(root, notebook)
+    s.forbidden_all.update({BNB_BLOCKWISE, "bitsandbytes::*"})
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize("function", ["by_cdll", "by_the_module_handle", "by_cextension", "by_a_pointer_taken_at_load",
+                                      "by_address"])
+def test_a_forbidden_librarys_native_kernels_cannot_run(native, function):
+    """In a task that forbids bitsandbytes, its native code is locked, however the kernel was reached."""
+    import bitsandbytes.functional as bnbf
+
+    x = torch.randn(4, 64)
+    with pytest.raises(StudentFault, match=f"^`{function}` crashed \\(SIGSEGV\\) running the native code of bitsandbytes"):
+        call(native, function, x, forbidden=(BNB_BLOCKWISE,))
+    out, absmax = call(native, function, x)  # where nothing is forbidden, the kernel is the library's
+    expected, state = bnbf.quantize_blockwise(x, blocksize=64)
+    assert torch.equal(out, expected) and torch.equal(absmax, state.absmax)
+    assert call(native, "by_hand", x, forbidden=(BNB_BLOCKWISE,)).shape == (4,)  # own code runs as before
+
+
+@pytest.mark.parametrize("function", ["by_a_copy_of_the_library", "by_another_build_of_the_library"])
+def test_loading_a_copy_of_a_locked_library_is_refused(native, function):
+    with pytest.raises(StudentFault, match=f"^`{function}` called `{re.escape(BNB_BLOCKWISE)}`"):
+        call(native, function, torch.randn(1, 64), forbidden=(BNB_BLOCKWISE,))
+
+
+def test_unlocking_the_native_code_fails_the_call(native):
+    with pytest.raises(StudentFault, match="`unlock_and_run` disabled the grader's lock on a forbidden library's native"):
+        call(native, "unlock_and_run", torch.randn(1, 64), forbidden=(BNB_BLOCKWISE,))

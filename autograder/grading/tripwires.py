@@ -23,7 +23,12 @@ a zoo model's own forward may use SDPA; the student's code, or a library helper 
 may not. A violation is remembered even if
 student code swallows the exception. Removing the modes during a call counts as one, and so does
 switching them off or popping them for a while from submission code; a thread started during the call
-is watched too (the mode stacks are per thread). These checks live in the sandbox's own process, so
+is watched too (the mode stacks are per thread). A package's own native code (bitsandbytes' kernels, reachable with `ctypes` or through its library
+handle) cannot be watched call by call: during a call that forbids any API of a package other than
+torch (whose native code runs everything), the executable pages of the package's shared libraries
+are locked (`mprotect`, no access). Code that runs them crashes the sandbox with SIGSEGV, which the
+grader reports as running the library's native code; loading a copy of such a library is refused.
+These checks live in the sandbox's own process, so
 code that rewrites the interpreter's memory (ctypes) can still get past them: they catch the shortcuts
 a student finds, the verdicts are safe regardless.
 """
@@ -33,7 +38,11 @@ from __future__ import annotations
 import __future__
 import ast
 import contextlib
+import ctypes
 import dis
+import glob
+import hashlib
+import os
 import fnmatch
 import functools
 import importlib
@@ -47,6 +56,8 @@ import warnings
 import torch
 from torch.overrides import TorchFunctionMode, resolve_name
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from autograder.grading.warm import root_package
 
 # Other kernels of one operation, reachable without its public name.
 KERNEL_FAMILIES = {
@@ -73,10 +84,16 @@ _THREAD_STARTS = (("_thread", "start_new_thread"), ("_thread", "start_joinable_t
 _FUTURE_FLAGS = functools.reduce(int.__or__, (getattr(__future__, name).compiler_flag
                                               for name in __future__.all_feature_names))
 # Audit events that make code objects: the code they make must not hold a forbidden function's code.
-_CODE_EVENTS = ("compile", "exec", "marshal.loads", "code.__new__")
+_CODE_EVENTS = ("compile", "exec", "marshal.loads", "code.__new__", "ctypes.dlopen")
 _SAME_OPERATION = {"LOAD_METHOD": "LOAD_ATTR"}
 _JUMPS = frozenset(dis.hasjrel + dis.hasjabs)
+# Packages whose native code is never locked: torch's runs every tensor operation.
+_NATIVE_CODE_STAYS = frozenset({"torch"})
+PROT_NONE, PROT_READ, PROT_EXEC = 0, 1, 4
 TAMPERED = "the grader's checks for forbidden calls (a torch function or dispatch mode was removed)"
+
+
+UNLOCKED = "the grader's lock on a forbidden library's native code"
 
 
 class ForbiddenCall(BaseException):
@@ -191,6 +208,70 @@ def _made_code(event: str, args: tuple):
     return None
 
 
+def _executable_mappings() -> dict[tuple[int, int], tuple[str, str]]:
+    """(start, end) -> (permissions, file) of this process's file mappings, from /proc/self/maps."""
+    mappings = {}
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and fields[5].startswith("/"):
+                start, end = (int(address, 16) for address in fields[0].split("-"))
+                mappings[start, end] = fields[1], fields[5].rstrip("\n")
+    return mappings
+
+
+class _NativeLock:
+    """The executable pages of a package's shared libraries, locked for the length of a call."""
+
+    def __init__(self, name: str):
+        spec = importlib.util.find_spec(name) if name not in _NATIVE_CODE_STAYS else None
+        folder = os.path.dirname(spec.origin) + "/" if spec and spec.origin else None
+        self.name = name
+        self.ranges = [span for span, (permissions, path) in _executable_mappings().items()
+                       if folder and path.startswith(folder) and "x" in permissions]
+        self.folder = folder
+        self._loaded = {os.path.realpath(path) for span, (_, path) in _executable_mappings().items()
+                        if span in self.ranges}  # loading these again maps nothing new: they stay locked
+        # its libraries, loaded or not (a GPU runner loads another build than a CPU one): size -> paths
+        self._files: dict[int, list[str]] = {}
+        for path in glob.glob(f"{folder}**/*.so*", recursive=True) if self.ranges else ():
+            self._files.setdefault(os.path.getsize(path), []).append(path)
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+
+    def _protect(self, protection: int) -> None:
+        for start, end in self.ranges:
+            if self._libc.mprotect(start, end - start, protection) != 0:
+                raise OSError(ctypes.get_errno(), f"mprotect of {self.name}'s native code failed")
+
+    def lock(self) -> None:
+        self._protect(PROT_NONE)
+
+    def unlock(self) -> bool:
+        """Unlock; False when the pages were no longer locked (submission code unlocked them)."""
+        mappings = _executable_mappings()
+        intact = all(mappings.get(span, ("",))[0].startswith("---") for span in self.ranges)
+        self._protect(PROT_READ | PROT_EXEC)
+        return intact
+
+    def holds_copy(self, path) -> bool:
+        """`path` is another of the package's libraries, or a copy of one (loaded, it would run unlocked)."""
+        try:
+            if os.path.realpath(path) in self._loaded:
+                return False
+            if os.path.realpath(path).startswith(self.folder):
+                return True
+            same_size = self._files.get(os.path.getsize(path), ())
+            return bool(same_size) and _file_digest(path) in {_file_digest(library) for library in same_size}
+        except (OSError, TypeError, ValueError):
+            return False
+
+
+def _file_digest(path) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
 class Tripwires:
     """Armed once per sandbox, before student code loads (it may bind `from x import f` early);
     `watch(...)` activates a set of forbidden APIs for one call."""
@@ -208,13 +289,21 @@ class Tripwires:
         self._copies: dict[tuple, list[tuple[types.CodeType, str]]] = {}
         self._bytecodes: dict[tuple, set[str]] = {}  # (bytecode, argument count), original and checked -> apis
         self._markers: set[str] = set()
+        self._armed = frozenset(apis)
         self._checked: set[int] = set()  # ids of the checked code objects (their functions keep them alive)
         self._auditing = False
         for api in apis:
             self._arm(api)
+        locks = (_NativeLock(name) for name in sorted({root_package(api) for api in apis}))
+        self._native_locks = {lock.name: lock for lock in locks if lock.ranges}
         self._guard_mode_escapes()
-        if self._copies:
+        if self._copies or self._native_locks:
             sys.addaudithook(self._audit)
+
+    @property
+    def native_locked(self) -> list[str]:
+        """The packages whose native code a call that forbids one of their APIs cannot run."""
+        return sorted(self._native_locks)
 
     def _guard_mode_escapes(self) -> None:
         """Replace the `_MODE_ESCAPES` and `_THREAD_STARTS` where submission code finds them."""
@@ -292,6 +381,9 @@ class Tripwires:
             raise ForbiddenCall(f"{(active or sorted(copied))[0]} (a new copy of its code)")
 
     def _copied_apis(self, event: str, args: tuple) -> set[str]:
+        if event == "ctypes.dlopen":  # a copy of a locked library would run unlocked
+            return {api for api in self._armed if root_package(api) in self._native_locks
+                    and self._native_locks[root_package(api)].holds_copy(args[0])}
         if event == "code.__new__":  # code.replace, types.CodeType: only the bytecode is known yet
             return self._bytecodes.get((args[0], args[3]), set())
         if event != "exec" and not self._might_copy(args[0]):
@@ -352,8 +444,12 @@ class Tripwires:
         # Only for APIs the modes can see: they put every torch call through Python (about 10x on a
         # loop-heavy function), which a pure-Python API, checked in its own code, does not need.
         modes = [_FunctionMode(self), _DispatchMode(self)] if self._patterns or self._objects else []
+        locked = [self._native_locks[name] for name in sorted({root_package(api) for api in self.active})
+                  if name in self._native_locks]
         entered = []
         try:
+            for lock in locked:
+                lock.lock()
             for mode in modes:
                 mode.__enter__()
                 entered.append(mode)
@@ -361,6 +457,8 @@ class Tripwires:
             yield
         finally:
             self.active, self._modes_watching = frozenset(), False
+            if not all([lock.unlock() for lock in locked]):
+                self.violations.append(UNLOCKED)
             if entered and not _modes_in_place(entered):
                 self.violations.append(TAMPERED)
             for mode in reversed(entered):
