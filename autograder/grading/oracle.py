@@ -245,8 +245,9 @@ class GradingSession:
             self._drop_sandbox()
             locked = sorted({warm.root_package(api) for api in self.forbidden_now} & set(sandbox.native_locked))
             if exc.exitcode == -signal.SIGSEGV and locked:
-                raise StudentFault(f"`{label}` crashed (SIGSEGV) running the native code of {locked[0]}, which is "
-                                   f"locked while this check runs: this task asks you to implement it yourself") from None
+                raise StudentFault(f"`{label}` crashed (SIGSEGV) running the native code of {locked[0]}, which "
+                                   "is locked while this check runs: this task asks you to implement it "
+                                   "yourself") from None
             raise
         finally:
             round_trip = time.perf_counter() - begin

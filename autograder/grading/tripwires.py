@@ -20,17 +20,19 @@ layers watch during a forbidden-marked call:
 Inside a watched call everything runs for the submission (its own code, whatever file name it was
 compiled under, and the library code it calls), except what a grader-provided model does between:
 a zoo model's own forward may use SDPA; the student's code, or a library helper it calls directly,
-may not. A violation is remembered even if
-student code swallows the exception. Removing the modes during a call counts as one, and so does
-switching them off or popping them for a while from submission code; a thread started during the call
-is watched too (the mode stacks are per thread). A package's own native code (bitsandbytes' kernels, reachable with `ctypes` or through its library
+may not. A violation is remembered even if student code swallows the exception. Removing the modes
+during a call counts as one, and so does switching them off or popping them for a while from
+submission code; a thread started during the call is watched too (the mode stacks are per thread).
+
+A package's own native code (bitsandbytes' kernels, reachable with `ctypes` or through its library
 handle) cannot be watched call by call: during a call that forbids any API of a package other than
 torch (whose native code runs everything), the executable pages of the package's shared libraries
 are locked (`mprotect`, no access). Code that runs them crashes the sandbox with SIGSEGV, which the
 grader reports as running the library's native code; loading a copy of such a library is refused.
-These checks live in the sandbox's own process, so
-code that rewrites the interpreter's memory (ctypes) can still get past them: they catch the shortcuts
-a student finds, the verdicts are safe regardless.
+
+These checks live in the sandbox's own process, so code that rewrites the interpreter's memory or
+the checks' own state can still get past them: they catch the shortcuts a student finds, the
+verdicts are safe regardless.
 """
 
 from __future__ import annotations
@@ -40,14 +42,15 @@ import ast
 import contextlib
 import ctypes
 import dis
-import glob
-import hashlib
-import os
 import fnmatch
 import functools
+import glob
+import hashlib
 import importlib
+import importlib.util
 import inspect
 import marshal
+import os
 import sys
 import textwrap
 import types
@@ -91,8 +94,6 @@ _JUMPS = frozenset(dis.hasjrel + dis.hasjabs)
 _NATIVE_CODE_STAYS = frozenset({"torch"})
 PROT_NONE, PROT_READ, PROT_EXEC = 0, 1, 4
 TAMPERED = "the grader's checks for forbidden calls (a torch function or dispatch mode was removed)"
-
-
 UNLOCKED = "the grader's lock on a forbidden library's native code"
 
 
@@ -187,8 +188,8 @@ def _nested_codes(code: types.CodeType):
 @functools.lru_cache(maxsize=None)
 def _unchecked_steps(checked: types.CodeType) -> tuple:
     """The `_steps` of the original code: those of the checked code without the check's five (push
-    the call's NULL, load the check, prepare the call, call, drop its result). Worked out when first needed, so that
-    arming compiles each function once; the original code itself is kept nowhere."""
+    the call's NULL, load the check, prepare the call, call, drop its result). Worked out when first
+    needed, so that arming compiles each function once; the original code itself is kept nowhere."""
     steps = _steps(checked)
     start = next(i for i, (_, value) in enumerate(steps) if isinstance(value, functools.partial))
     return steps[:start - 1] + steps[start + 4:]
@@ -208,7 +209,7 @@ def _made_code(event: str, args: tuple):
     return None
 
 
-def _executable_mappings() -> dict[tuple[int, int], tuple[str, str]]:
+def _file_mappings() -> dict[tuple[int, int], tuple[str, str]]:
     """(start, end) -> (permissions, file) of this process's file mappings, from /proc/self/maps."""
     mappings = {}
     with open("/proc/self/maps") as maps:
@@ -226,12 +227,11 @@ class _NativeLock:
     def __init__(self, name: str):
         spec = importlib.util.find_spec(name) if name not in _NATIVE_CODE_STAYS else None
         folder = os.path.dirname(spec.origin) + "/" if spec and spec.origin else None
-        self.name = name
-        self.ranges = [span for span, (permissions, path) in _executable_mappings().items()
-                       if folder and path.startswith(folder) and "x" in permissions]
-        self.folder = folder
-        self._loaded = {os.path.realpath(path) for span, (_, path) in _executable_mappings().items()
-                        if span in self.ranges}  # loading these again maps nothing new: they stay locked
+        self.name, self.folder = name, folder
+        ours = {span: path for span, (permissions, path) in _file_mappings().items()
+                if folder and path.startswith(folder) and "x" in permissions}
+        self.ranges = list(ours)
+        self._loaded = {os.path.realpath(path) for path in ours.values()}  # loaded again, they map nothing new
         # its libraries, loaded or not (a GPU runner loads another build than a CPU one): size -> paths
         self._files: dict[int, list[str]] = {}
         for path in glob.glob(f"{folder}**/*.so*", recursive=True) if self.ranges else ():
@@ -249,7 +249,7 @@ class _NativeLock:
 
     def unlock(self) -> bool:
         """Unlock; False when the pages were no longer locked (submission code unlocked them)."""
-        mappings = _executable_mappings()
+        mappings = _file_mappings()
         intact = all(mappings.get(span, ("",))[0].startswith("---") for span in self.ranges)
         self._protect(PROT_READ | PROT_EXEC)
         return intact
