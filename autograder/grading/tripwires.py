@@ -232,12 +232,17 @@ class _NativeLock:
                 if folder and path.startswith(folder) and "x" in permissions}
         self.ranges = list(ours)
         self._loaded = {os.path.realpath(path) for path in ours.values()}  # loaded again, they map nothing new
-        # its libraries, loaded or not (a GPU runner loads another build than a CPU one): size -> paths
-        self._files: dict[int, list[str]] = {}
-        for path in glob.glob(f"{folder}**/*.so*", recursive=True) if self.ranges else ():
-            self._files.setdefault(os.path.getsize(path), []).append(path)
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+
+    @functools.cached_property
+    def _files(self) -> dict[int, list[str]]:
+        """The package's libraries, loaded or not (a GPU runner loads another build than a CPU one), by
+        size; listed at the first `dlopen`, not at every sandbox start (tens of milliseconds)."""
+        files: dict[int, list[str]] = {}
+        for path in glob.glob(f"{self.folder}**/*.so*", recursive=True):
+            files.setdefault(os.path.getsize(path), []).append(path)
+        return files
 
     def _protect(self, protection: int) -> None:
         for start, end in self.ranges:
