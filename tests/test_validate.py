@@ -32,6 +32,8 @@ EXPECTED_PROBLEMS = {
     ("01_intro", "partial"): ["`greedy_generate` is not implemented yet",
                               "`stochastic_generate` is not implemented yet"],
     ("02_transformer_architecture", "sdpa_called"): ["torch.nn.functional.scaled_dot_product_attention"],
+    ("02_transformer_architecture", "generate_through_its_wrapper"): [
+        "`batched_greedy_generate`", "`generate_with_kv_cache`", "GenerationMixin.generate"],
     ("03_efficient_inference_part_1", "quantize_through_torch_ops"): ["`absmax_quantize`", "aten::quantize_per_*"],
     ("04_efficient_inference_part_2", "bnb_called"): ["`nf4_quantize`", "bitsandbytes.functional.quantize_4bit"],
     ("04_efficient_inference_part_2", "bnb_through_torch_ops"): ["`vectorwise_quantize`", "bitsandbytes::*"],

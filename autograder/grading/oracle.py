@@ -20,6 +20,7 @@ import os
 import re
 import tempfile
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -258,8 +259,13 @@ class GradingSession:
             self._drop_sandbox()
             self._timeouts_in_a_row[label] = self._timeouts_in_a_row.get(label, 0) + 1
             raise SandboxTimeout(f"`{label}` did not finish within {timeout:g} s (an endless loop?)") from None
-        except SandboxDied:
+        except SandboxDied as exc:
             self._drop_sandbox()
+            locked = sorted({warm.root_package(api) for api in self.forbidden_now} & set(sandbox.native_locked))
+            if exc.exitcode == -signal.SIGSEGV and locked:
+                raise StudentFault(f"`{label}` crashed (SIGSEGV) running the native code of {locked[0]}, which "
+                                   "is locked while this check runs: this task asks you to implement it "
+                                   "yourself") from None
             raise
         finally:
             round_trip = time.perf_counter() - begin

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from autograder.grading import isolation, timings, warm, wire
 from autograder.grading.extraction import Extracted
-from autograder.grading.tripwires import TAMPERED, Tripwires
+from autograder.grading.tripwires import TAMPERED, UNLOCKED, Tripwires
 
 MAX_MESSAGE_CHARS = 4000
 
@@ -256,7 +256,7 @@ def _answer(request: dict, namespace: dict, handles: dict, tripwires: Tripwires,
             isolation.end_strays()
     if tripwires.violations:
         api = tripwires.violations[0]
-        return wire.encode_message(_error_report("tampered" if api == TAMPERED else "forbidden", api=api))
+        return wire.encode_message(_error_report("tampered" if api in (TAMPERED, UNLOCKED) else "forbidden", api=api))
     if raised is not None:
         return wire.encode_message(_error_report("exit" if isinstance(raised, SystemExit) else "exception", raised))
     now = read_numerics(torch)
@@ -300,7 +300,8 @@ def child_main(conn, setup: SandboxSetup) -> None:
         conn.send_bytes(wire.encode_message({"status": "failed", "walls": walls,
                                              "message": str(exc) if walls else f"{type(exc).__name__}: {exc}"}))
         os._exit(1)
-    conn.send_bytes(wire.encode_message({"status": "ready", "warnings": warnings, "isolation": report, **timed}))
+    conn.send_bytes(wire.encode_message({"status": "ready", "warnings": warnings, "isolation": report,
+                                         "native_locked": tripwires.native_locked, **timed}))
     _serve(conn, namespace, tripwires)
 
 
@@ -327,6 +328,7 @@ class Sandbox:
     ctx: object
     report: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    native_locked: list = field(default_factory=list)  # packages whose native code forbidding calls lock
     started_s: float = 0.0
 
     def start(self, timeout: float) -> None:
@@ -341,7 +343,7 @@ class Sandbox:
             if hello.get("walls"):
                 raise isolation.WallsMissing(hello.get("message"))
             raise RuntimeError(f"the sandbox could not start: {hello.get('message')}")
-        self.report, self.warnings = hello["isolation"], hello["warnings"]
+        self.report, self.warnings, self.native_locked = hello["isolation"], hello["warnings"], hello["native_locked"]
         self.started_s = time.perf_counter() - begin
         stages = timings.current()
         walls = timings.reported(hello.get("isolation_s"), self.started_s)
