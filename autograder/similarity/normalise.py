@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import builtins
 import copy
+import functools
 import hashlib
 import heapq
 from dataclasses import dataclass, field
@@ -56,6 +57,11 @@ class _Segment:
 
     def __post_init__(self):
         self.text = "\n".join(self.source_lines[self.first - 1:self.node.end_lineno])
+
+    @functools.cached_property
+    def names(self) -> set[str]:
+        """The names it uses (read before the canonical form rewrites the tree)."""
+        return {n.id for n in _walk(self.node, (ast.AST,)) if isinstance(n, ast.Name)}
 
     def stream(self, aliases: dict[str, str]) -> tuple[list[str], list[int]]:
         """Its tokens, computed once (a helper belongs to every graded function that calls it)."""
@@ -121,8 +127,7 @@ def _helpers(name: str, defined: dict[str, _Segment], graded: set[str]) -> set[s
     """Top-level definitions of the notebook that `name` reaches through the names it uses, graded ones aside."""
     found, pending = set(), [name]
     while pending:
-        node = defined[pending.pop()].node
-        for used in {n.id for n in _walk(node) if isinstance(n, ast.Name)}:
+        for used in defined[pending.pop()].names:
             if used in defined and used not in graded and used not in found and used != name:
                 found.add(used)
                 pending.append(used)
@@ -189,7 +194,7 @@ def _stream(node: ast.stmt, text: str, first: int, aliases: dict[str, str]) -> t
     found = _STREAMS.get(key)
     if found is None:
         node = _canonical(node)
-        emitter = _Emitter(aliases, _bound(node), _stored_attributes(node), 1 - first)
+        emitter = _Emitter(aliases, *_bound(node), 1 - first)
         emitter.stmt(node)
         if len(_STREAMS) >= _MAX_STREAMS:
             _STREAMS.clear()
@@ -197,24 +202,24 @@ def _stream(node: ast.stmt, text: str, first: int, aliases: dict[str, str]) -> t
     return found
 
 
-def _bound(node: ast.AST) -> set[str]:
-    """Names bound inside a definition (arguments, assignments, loop and `with` targets, ...)."""
-    names = set()
+def _bound(node: ast.AST) -> tuple[set[str], set[str]]:
+    """Names bound inside a definition (arguments, assignments, loop and `with` targets, ...), and the
+    attributes the code sets (`self.w_q = ...`): the team named both, so both are hidden."""
+    names, attributes = set(), set()
     for sub in _walk(node):
-        if isinstance(sub, ast.Name) and isinstance(sub.ctx, (ast.Store, ast.Del)):
-            names.add(sub.id)
+        if isinstance(sub, ast.Name):
+            if isinstance(sub.ctx, (ast.Store, ast.Del)):
+                names.add(sub.id)
+        elif isinstance(sub, ast.Attribute):
+            if isinstance(sub.ctx, ast.Store):
+                attributes.add(sub.attr)
         elif isinstance(sub, ast.arg):
             names.add(sub.arg)
         elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and sub is not node:
             names.add(sub.name)
         elif isinstance(sub, ast.ExceptHandler) and sub.name:
             names.add(sub.name)
-    return names
-
-
-def _stored_attributes(node: ast.AST) -> set[str]:
-    """Attributes the code sets (`self.w_q = ...`): the team named them, so they are hidden like names."""
-    return {sub.attr for sub in _walk(node) if isinstance(sub, ast.Attribute) and isinstance(sub.ctx, ast.Store)}
+    return names, attributes
 
 
 # ---------------------------------------------------------------- canonical form of the syntax tree

@@ -5,19 +5,20 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from autograder.course.config import Assignment
 from autograder.exports.formats import page_template, text_cell
 from autograder.grading.handins import SubmissionFormatError
 from autograder.grading.teams import Handin
-from autograder.similarity.compare import Result, compare_all
+from autograder.similarity.compare import DETAILED, Match, Result, compare_all
 from autograder.similarity.normalise import OTHER_CODE
 from autograder.similarity.sources import (Index, graded_names, notebook_document, past_documents, public_documents,
                                            release_template)
 
 BINS = 20  # histogram bars over scores 0..1
+TABLE_ROWS = 200  # matches listed per scope on the page; every one is in the CSV and JSON
 
 
 @dataclass
@@ -64,7 +65,8 @@ def write_report(analysis: Analysis, out_dir: Path) -> list[Path]:
     result = analysis.result
     page.write_text(page_template("similarity.html").render(
         a=analysis, assignment=analysis.assignment, result=result, histogram=histogram(result),
-        other_code=OTHER_CODE, side_by_side=side_by_side), encoding="utf-8")
+        other_code=OTHER_CODE, side_by_side=side_by_side, rows=TABLE_ROWS,
+        detailed=DETAILED), encoding="utf-8")
     with table.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["scope", "team", "other", "score", "outlier", "similarity", "coverage_team",
@@ -77,9 +79,16 @@ def write_report(analysis: Analysis, out_dir: Path) -> list[Path]:
         "assignment": analysis.assignment.id, "teams": analysis.teams, "past": analysis.past,
         "public": analysis.public, "fence": result.fence, "clusters": result.clusters,
         "not_read": [list(x) for x in analysis.not_read],
-        "pairs": [asdict(m) for m in result.pairs], "past_matches": [asdict(m) for m in result.past],
-        "public_matches": [asdict(m) for m in result.public]}, indent=1), encoding="utf-8")
+        "pairs": [_json(m) for m in result.pairs], "past_matches": [_json(m) for m in result.past],
+        "public_matches": [_json(m) for m in result.public]}), encoding="utf-8")  # no indent: the C encoder
     return [page, table, data]
+
+
+def _json(match: Match) -> dict:
+    """A match as JSON values (`asdict` copies every field deeply, which thousands of matches feel)."""
+    row = {f.name: getattr(match, f.name) for f in fields(match)}
+    row["functions"] = [asdict(f) for f in match.functions]
+    return row
 
 
 def histogram(result: Result) -> list[dict]:
