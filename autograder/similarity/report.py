@@ -14,8 +14,7 @@ from autograder.grading.handins import SubmissionFormatError
 from autograder.grading.teams import Handin
 from autograder.similarity.compare import DETAILED, Match, Result, compare_all
 from autograder.similarity.normalise import OTHER_CODE
-from autograder.similarity.sources import (Index, graded_names, notebook_document, past_documents, public_documents,
-                                           release_template)
+from autograder.similarity.sources import Index, graded_names, handin, past_handins, public_files, release_template
 
 BINS = 20  # histogram bars over scores 0..1
 TABLE_ROWS = 200  # matches listed per scope on the page; every one is in the CSV and JSON
@@ -41,20 +40,28 @@ def analyse(assignment: Assignment, handins: dict[str, Handin], past: list[Path]
     notebook = f"{assignment.id}.ipynb"
     graded = graded_names(assignment.release_dir / notebook)
     template = release_template(assignment.release_dir, notebook, graded)
+    wanted, not_read = [], []
+    for sid, given in sorted(handins.items()):
+        try:
+            wanted.append(handin(given.path, notebook, graded, sid))
+        except SubmissionFormatError as exc:
+            not_read.append((sid, str(exc)))
+    teams = len(wanted)
+    old, problems = past_handins(past, notebook, graded)
+    known, more = public_files(public)
     index = Index(index_path)
     try:
-        cohort, not_read = [], []
-        for sid, handin in sorted(handins.items()):
-            try:
-                cohort.append(notebook_document(handin.path, notebook, graded, index, sid))
-            except SubmissionFormatError as exc:
-                not_read.append((sid, str(exc)))
-        old, problems = past_documents(past, notebook, graded, index)
-        known, more = public_documents(public, index)
+        read = index.documents(wanted + old + known)
     finally:
         index.close()
-    result = compare_all(cohort, old, known, template)
-    return Analysis(assignment, result, len(cohort), len(old), len(known), not_read + problems + more,
+    for w, doc in zip(wanted + old + known, read):
+        if isinstance(doc, str):
+            problems.append((w.name, doc))
+    cohort, old_docs, known_docs = (
+        [d for d in part if not isinstance(d, str)]
+        for part in (read[:teams], read[teams:teams + len(old)], read[teams + len(old):]))
+    result = compare_all(cohort, old_docs, known_docs, template)
+    return Analysis(assignment, result, len(cohort), len(old_docs), len(known_docs), not_read + problems + more,
                     time.monotonic() - began, (index.read, index.reused))
 
 
