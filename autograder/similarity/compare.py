@@ -165,8 +165,10 @@ def compare_all(cohort: list[Document], past: list[Document], public: list[Docum
     public_matches = sorted((_score(teams[i], publics[j], units, weigh, "public")
                              for (i, j), units in shared_weights(teams, publics, weigh, any_unit=True).items()),
                             key=lambda m: (-m.score, m.a, m.b))
+    rare = rare_lines(cohort + past, weigh)
     for match in pairs + past_matches + public_matches:
         match.outlier = fence is not None and match.score > fence
+        match.rare_lines = rare.get((match.a, match.b), [])
     by_name = {s.name: s for s in teams + olds + publics}
     for matches in (pairs, past_matches, public_matches):
         for match in matches[:DETAILED]:
@@ -245,7 +247,23 @@ def _details(match: Match, a: Side, b: Side, weigh: Weights) -> None:
         unit, run = max(runs, key=lambda r: (len(r[1]), r[0]))
         lines = a.doc.parts[unit].text.splitlines()
         match.longest = (unit, "\n".join(lines[i - 1] for i in run if i - 1 < len(lines)), len(run))
-    match.rare_lines = sorted(line for line in set(a.doc.lines) & set(b.doc.lines) if 0 < weigh.lines[line] <= 2)
+    if match.scope == "public":
+        match.rare_lines = sorted(line for line in set(a.doc.lines) & set(b.doc.lines) if 0 < weigh.lines[line] <= 2)
+
+
+def rare_lines(docs: list[Document], weigh: Weights) -> dict[tuple[str, str], list[str]]:
+    """(document, document) -> the lines (template aside) only these two hold, both ways round: a comment,
+    a typo or an odd constant two teams share is rare evidence that disguises seldom touch all of."""
+    holders: dict[str, list[str]] = {}
+    for doc in docs:
+        for line in doc.lines:
+            if weigh.lines[line] == 2:
+                holders.setdefault(line, []).append(doc.name)
+    out: dict[tuple[str, str], list[str]] = {}
+    for line, (a, b) in sorted(holders.items()):
+        out.setdefault((a, b), []).append(line)
+        out.setdefault((b, a), []).append(line)
+    return out
 
 
 def _lines(prints: dict[int, list[tuple[int, int]]], common: set[int]) -> list[int]:

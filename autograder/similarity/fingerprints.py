@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 K = 6  # tokens per k-gram: `torch.round ( Div N N )` is five
 W = 4  # a shared run of K + W - 1 = 9 tokens is always found
-VERSION = f"tokens-2/k{K}/w{W}/py{sys.version_info.major}.{sys.version_info.minor}"
+VERSION = f"tokens-3/k{K}/w{W}/py{sys.version_info.major}.{sys.version_info.minor}"
 
 _ids: dict[str, int] = {}
 

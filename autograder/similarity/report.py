@@ -77,11 +77,12 @@ def write_report(analysis: Analysis, out_dir: Path) -> list[Path]:
     with table.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["scope", "team", "other", "score", "outlier", "similarity", "coverage_team",
-                         "coverage_other", "most_similar_function"])
+                         "coverage_other", "most_similar_function", "shared_rare_lines"])
         for m in result.pairs + result.past + result.public:
             writer.writerow([m.scope, text_cell(m.a), text_cell(m.b), f"{m.score:.4f}", int(m.outlier),
                              f"{m.similarity:.4f}", f"{m.coverage[0]:.4f}",
-                             "" if m.coverage[1] is None else f"{m.coverage[1]:.4f}", text_cell(m.best_unit)])
+                             "" if m.coverage[1] is None else f"{m.coverage[1]:.4f}", text_cell(m.best_unit),
+                             len(m.rare_lines)])
     data.write_text(json.dumps({
         "assignment": analysis.assignment.id, "teams": analysis.teams, "past": analysis.past,
         "public": analysis.public, "fence": result.fence, "clusters": result.clusters,

@@ -27,6 +27,7 @@ from autograder.similarity.normalise import DEFINITIONS, Unit, units_of_cells, u
 
 _FENCED = re.compile(r"```(?:python|py)?\n(.*?)```", re.S)
 MIN_LINE_CHARS = 12  # shorter lines (`return out`, `else:`) are too common to tell anything
+_NUMBER = re.compile(r"(?<![\w.])(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)(?:[eE][-+]?\d+)?")
 
 
 @dataclass
@@ -67,9 +68,28 @@ def line_key(line: str) -> str:
 
 
 def code_lines(sources: list[str]) -> list[str]:
-    """The distinct lines worth comparing as text (comments, typos, odd constants live there)."""
+    """The distinct lines that can tell who wrote them: those with a comment (typos live there) or an odd
+    constant. A line of plain code two teams share (`return logits / temperature`) is written alike by
+    chance; a comment or `EPS = 3.7e-07` is not."""
     found = {line_key(line) for source in sources for line in source.splitlines()}
-    return sorted(line for line in found if len(line) >= MIN_LINE_CHARS and any(c.isalnum() for c in line))
+    return sorted(line for line in found if len(line) >= MIN_LINE_CHARS and _telling(line))
+
+
+def _telling(line: str) -> bool:
+    code, hashed, comment = line.partition("#")
+    if hashed and code.count("'") % 2 == 0 and code.count('"') % 2 == 0 and any(c.isalpha() for c in comment):
+        return True
+    return any(_odd(number) for number in _NUMBER.findall(code))
+
+
+def _odd(number: str) -> bool:
+    """Not a number anyone would write: small integers, powers of two and ten, 127, 255, 1e-6 and the like."""
+    value = float(number.replace("_", ""))
+    if value == int(value):
+        value = abs(int(value))
+        return not (value <= 16 or value & (value - 1) == 0 or value in (127, 255) or str(value).rstrip("0") == "1")
+    mantissa = f"{value:e}".split("e")[0].rstrip("0").rstrip(".")
+    return mantissa not in ("1", "5", "2", "2.5")
 
 
 def document(name: str, units: list[Unit], sources: list[str]) -> Document:
