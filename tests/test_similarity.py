@@ -363,3 +363,5 @@ def test_the_report_of_the_bundled_samples_in_chromium(tab, tmp_path):
     bars = page.eval_on_selector_all("#histogram rect", "rs => rs.map(r => +r.dataset.count)")
     assert sum(bars) == len(data["pairs"]) == len(list(samples.glob("*.ipynb"))) * (len(list(samples.glob("*.ipynb"))) - 1) // 2
     assert page.locator("details.pair").count() == sum(1 for m in data["pairs"] if m["functions"])
+    if data["fence"] is not None:
+        assert f"never below {FLOOR:.2f}" in page.inner_text("body")

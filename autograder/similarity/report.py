@@ -12,7 +12,7 @@ from autograder.course.config import Assignment
 from autograder.exports.formats import page_template, text_cell
 from autograder.grading.handins import SubmissionFormatError
 from autograder.grading.teams import Handin
-from autograder.similarity.compare import DETAILED, Match, Result, compare_all
+from autograder.similarity.compare import DETAILED, FLOOR, Match, Result, compare_all
 from autograder.similarity.normalise import OTHER_CODE
 from autograder.similarity.sources import Index, graded_names, handin, past_handins, public_files, release_template
 
@@ -73,7 +73,7 @@ def write_report(analysis: Analysis, out_dir: Path) -> list[Path]:
     page.write_text(page_template("similarity.html").render(
         a=analysis, assignment=analysis.assignment, result=result, histogram=histogram(result),
         other_code=OTHER_CODE, side_by_side=side_by_side, rows=TABLE_ROWS,
-        detailed=DETAILED), encoding="utf-8")
+        detailed=DETAILED, floor=FLOOR), encoding="utf-8")
     with table.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["scope", "team", "other", "score", "outlier", "similarity", "coverage_team",
