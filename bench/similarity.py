@@ -6,7 +6,10 @@ notebooks). Positives: a copy of each made by one disguise (bench/similarity_dis
 combined, and partial copies (another implementation whose largest graded function, renamed and
 re-commented, was copied). Each disguise is its own cohort per assignment: the implementations and one
 copy of each. Pairs of different authors are negatives; a partial copy and the implementation it was
-built on are left out (neither copy nor independent).
+built on are left out (neither copy nor independent). Every implementation carries two lines of its own
+(a comment with a typo and an odd constant); the last positive case is a rewrite (another team's code,
+all disguises) that kept the original's two lines, ranked once by score and once by the lines only the
+pair shares.
 
 Per disguise: AUC of copy pairs against independent pairs, precision at k (k = number of copy pairs)
 and the gap between the copies' 25th and the independents' 75th percentile of scores, for both tools;
@@ -21,7 +24,9 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import random
+import resource
 import statistics
 import sys
 import tempfile
@@ -46,6 +51,16 @@ from autograder.similarity.sources import graded_names  # noqa: E402
 ASSIGNMENTS = ["01_intro", "02_transformer_architecture", "03_efficient_inference_part_1",
                "04_efficient_inference_part_2"]
 PARTIAL = "partial copy (one function)"
+RARE = "rewritten, a comment and an odd constant kept"
+_TYPOS = ["recieve", "seperate", "definately", "occured", "begining", "untill", "wich", "lenght"]
+
+
+def signature(assignment: str, style: str) -> str:
+    """Two lines only this implementation has, as a team leaves them: a comment with a typo and an odd
+    constant."""
+    rng = random.Random(zlib.crc32(f"{assignment}|{style}".encode()))
+    return (f"# {style}: {rng.choice(_TYPOS)} the values first, {rng.choice(_TYPOS)} the loop ends\n"
+            f"EPS = {rng.randint(11, 99) / 10}e-{rng.randint(5, 9)}\n")
 
 
 def implementations(assignment: str) -> dict[str, str]:
@@ -59,9 +74,9 @@ def implementations(assignment: str) -> dict[str, str]:
     return found
 
 
-def notebook(release: Path, code: str, graded: list[str]) -> nbformat.NotebookNode:
+def notebook(release: Path, code: str, graded: list[str], kept: str = "") -> nbformat.NotebookNode:
     """The release notebook with each answer cell holding the implementation's definitions of its graded
-    names; imports, constants and helpers go into the first answer cell."""
+    names; imports, constants and helpers go into the first answer cell, after `kept` (lines as written)."""
     nb = nbformat.read(release, as_version=4)
     body = ast.parse(code).body
     placed = set()
@@ -72,7 +87,7 @@ def notebook(release: Path, code: str, graded: list[str]) -> nbformat.NotebookNo
         placed.update(id(n) for n in mine)
         cell.source = "\n\n\n".join(ast.unparse(n) for n in mine)
     rest = [n for n in body if id(n) not in placed]
-    answers[0].source = "\n\n".join(ast.unparse(n) for n in rest) + "\n\n\n" + answers[0].source
+    answers[0].source = kept + "\n\n".join(ast.unparse(n) for n in rest) + "\n\n\n" + answers[0].source
     return nb
 
 
@@ -92,26 +107,34 @@ def cohort(assignment: str, kind: str, folder: Path) -> tuple[list[tuple[str, st
     folder.mkdir(parents=True, exist_ok=True)
     copies, sources = [], {style: {style} for style in styles}
     for i, style in enumerate(styles):
-        nbformat.write(notebook(release, impls[style], graded), folder / f"{style}.ipynb")
+        nbformat.write(notebook(release, impls[style], graded, signature(assignment, style)), folder / f"{style}.ipynb")
         seed = zlib.crc32(f"{assignment}|{kind}|{i}".encode())
+        host = styles[(i + 1) % len(styles)]
+        kept = ""
         if kind == PARTIAL:
-            host = styles[(i + 1) % len(styles)]
             name = _largest(impls[style], graded)
             donor = disguise(impls[style], [rename, comments], seed, set(graded))
             code = copy_function(impls[host], donor, name)
             sources[f"{style}_copy"] = {style, host}
+        elif kind == RARE:  # the code is another team's, disguised; the copied comment and constant stayed
+            code = disguise(impls[host], DISGUISES["all combined"], seed, set(graded))
+            kept = signature(assignment, style)
+            sources[f"{style}_copy"] = {style, host}
         else:
             code = disguise(impls[style], DISGUISES[kind], seed, set(graded))
             sources[f"{style}_copy"] = {style}
-        nbformat.write(notebook(release, code, graded), folder / f"{style}_copy.ipynb")
+        nbformat.write(notebook(release, code, graded, kept), folder / f"{style}_copy.ipynb")
         copies.append((style, f"{style}_copy"))
     return copies, sources
 
 
-def ours(assignment: str, folder: Path) -> dict[frozenset[str], float]:
+def ours(assignment: str, folder: Path, rare: dict | None = None) -> dict[frozenset[str], float]:
+    """Pair -> score; `rare`, when given, gets pair -> the number of lines only these two share."""
     course = load_course(ROOT)
     handins = {sid: Handin(path) for sid, path in discover([folder]).handins.items()}
     analysis = analyse(course.get(assignment), handins, [], [], None)
+    if rare is not None:
+        rare.update({frozenset((m.a, m.b)): len(m.rare_lines) for m in analysis.result.pairs})
     return {frozenset((m.a, m.b)): m.score for m in analysis.result.pairs}
 
 
@@ -156,13 +179,14 @@ def metrics(positives: list[float], negatives: list[float]) -> dict:
 
 def quality(work: Path) -> dict:
     table = {}
-    for kind in [*DISGUISES, PARTIAL]:
-        scores = {"ours": ([], []), "copydetect": ([], [])}
+    for kind in [*DISGUISES, PARTIAL, RARE]:
+        scores = {"ours": ([], []), "copydetect": ([], []), "rare lines": ([], [])}
         for assignment in ASSIGNMENTS:
             folder = work / _slug(kind) / assignment
             copies, sources = cohort(assignment, kind, folder)
             positive = {frozenset(c) for c in copies}
-            for tool, found in (("ours", ours(assignment, folder)),
+            rare: dict[frozenset[str], int] = {}
+            for tool, found in (("ours", ours(assignment, folder, rare)), ("rare lines", rare),
                                 ("copydetect", theirs(assignment, folder, work / "scripts" / _slug(kind) / assignment))):
                 for pair, score in found.items():
                     a, b = sorted(pair)
@@ -172,7 +196,12 @@ def quality(work: Path) -> dict:
                         scores[tool][1].append(score)
         table[kind] = {tool: metrics(*s) for tool, s in scores.items()}
         table[kind]["pairs"] = [len(scores["ours"][0]), len(scores["ours"][1])]
+        table[kind]["rare lines found"] = [sum(n > 0 for n in scores["rare lines"][0]),
+                                           sum(n > 0 for n in scores["rare lines"][1])]
         print(_row(kind, table[kind]), flush=True)
+        if kind == RARE:
+            ranked = dict(table[kind], ours=table[kind]["rare lines"])
+            print(_row(f"{kind}, ranked by lines only the pair shares", ranked), flush=True)
     return table
 
 
@@ -207,16 +236,23 @@ def speed(work: Path, teams: int = 60, past: int = 1000) -> dict:
                 nbformat.write(notebook(release, code, graded), target / f"team_{t:03d}.ipynb")
     timings = {}
     for run in ("empty index", "index filled"):
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), _cpu()
         for assignment in ASSIGNMENTS:
             base = work / "speed" / assignment
             assert main(["--course-root", str(course_root), "similarity", assignment, str(base / "cohort"),
                          "--past", str(base / "past"), "--output", str(work / "speed_out"),
                          "--index", str(work / "speed_index.db")]) == 0
-        timings[run] = time.perf_counter() - began
+        timings[run] = {"wall_s": time.perf_counter() - began, "cpu_s": _cpu() - cpu, "load": os.getloadavg()[0]}
         print(f"{teams} teams x {len(ASSIGNMENTS)} assignments + {past} earlier hand-ins, {run}: "
-              f"{timings[run]:.1f} s", flush=True)
+              f"{timings[run]['wall_s']:.1f} s ({timings[run]['cpu_s']:.1f} s of CPU, load average "
+              f"{timings[run]['load']:.1f})", flush=True)
     return timings
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and the processes it waited for (the index is filled by several)."""
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def main() -> None:
@@ -229,6 +265,11 @@ def main() -> None:
               "| copydetect AUC | copydetect precision at k | copydetect gap |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         figures = {"quality": quality(Path(work))}
+        found = figures["quality"][RARE]["rare lines found"]
+        clean = sum(row["rare lines found"][1] for row in figures["quality"].values())
+        print(f"\nLines only the two share: in {found[0]} of {figures['quality'][RARE]['pairs'][0]} copy pairs that "
+              f"kept a comment and a constant; in {clean} of "
+              f"{sum(row['pairs'][1] for row in figures['quality'].values())} independent pairs, all cohorts.")
         if args.speed:
             figures["speed"] = speed(Path(work))
     if args.json:

@@ -120,13 +120,13 @@ def dead_code(code: str, rng: random.Random, keep: set[str]) -> str:
     """Statements that change nothing: unused variables, `if False:` blocks, debugging prints, `pass`."""
     tree = _parse(code)
     for function in list(_function_bodies(tree)):
-        params = [a.arg for a in function.args.args if a.arg != "self"] or ["0"]
+        params = [a.arg for a in function.args.args if a.arg != "self"] or ["None"]  # e.g. a method of self only
         for _ in range(rng.randint(2, 4)):
             p = rng.choice(params)
             junk = rng.choice([
                 f"unused_{rng.randint(0, 999)} = {rng.randint(2, 999)} * {rng.random():.3f}",
                 f"debug_{rng.randint(0, 999)} = str({p})",
-                f"if False:\n    {p} = None",
+                f"if False:\n    {p if p != 'None' else 'unused'} = None",
                 f"print('step', {rng.randint(0, 9)})",
                 "pass",
                 f"check_{rng.randint(0, 999)} = [{p}, {p}]",
@@ -262,10 +262,22 @@ def disguise(code: str, steps, seed: int, keep: set[str]) -> str:
 
 
 def copy_function(code: str, donor: str, name: str) -> str:
-    """`code` with its definition of `name` replaced by the donor's, the donor's imports added (the
-    rest stays the team's own)."""
+    """`code` with its definition of `name` replaced by the donor's, with the donor's imports and the
+    donor's helpers and constants it uses that the team lacks (what a team copies to make the function
+    run); the rest stays the team's own."""
     tree, other = _parse(code), _parse(donor)
-    given = next(n for n in other.body if getattr(n, "name", None) == name)
+    own = {getattr(n, "name", None) for n in tree.body}  # the team's own (graded functions among them)
+    defined = {target.id if isinstance(target, ast.Name) else None: n for n in other.body
+               for target in ([ast.Name(n.name)] if hasattr(n, "name") else getattr(n, "targets", []))}
+    needed, pending = [], [name]
+    while pending:
+        node = defined[pending.pop()]
+        if node in needed:
+            continue
+        needed.append(node)
+        pending += [n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in defined and n.id not in own]
+    given, helpers = needed[0], needed[1:]
     imports = [n for n in other.body if isinstance(n, (ast.Import, ast.ImportFrom))]
-    tree.body = imports + [copy.deepcopy(given) if getattr(n, "name", None) == name else n for n in tree.body]
+    body = [copy.deepcopy(given) if getattr(n, "name", None) == name else n for n in tree.body]
+    tree.body = imports + [copy.deepcopy(h) for h in sorted(helpers, key=other.body.index)] + body
     return ast.unparse(tree)

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 K = 6  # tokens per k-gram: `torch.round ( Div N N )` is five
 W = 4  # a shared run of K + W - 1 = 9 tokens is always found
-VERSION = f"tokens-2/k{K}/w{W}/py{sys.version_info.major}.{sys.version_info.minor}"
+VERSION = f"tokens-3/k{K}/w{W}/py{sys.version_info.major}.{sys.version_info.minor}"
 
 _ids: dict[str, int] = {}
 
@@ -55,8 +55,7 @@ def winnow(tokens: list[str], lines: list[int]) -> list[Print]:
     picked: list[int] = []
     for start in range(max(1, len(hashes) - W + 1)):
         window = hashes[start:start + W]
-        smallest = min(window)
-        position = start + max(i for i, h in enumerate(window) if h == smallest)
+        position = start + len(window) - 1 - window[::-1].index(min(window))  # the rightmost smallest
         if not picked or picked[-1] != position:
             picked.append(position)
     return [Print(hashes[p], min(lines[p:p + span]), max(lines[p:p + span])) for p in picked]

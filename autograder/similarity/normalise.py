@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import builtins
 import copy
+import functools
 import hashlib
 import heapq
 from dataclasses import dataclass, field
@@ -51,10 +52,22 @@ class _Segment:
     node: ast.stmt
     source_lines: list[str]
     first: int  # 1-based line of the statement (its decorators included) in its cell
+    text: str = ""
+    _tokens: tuple[list[str], list[int]] | None = None
 
-    @property
-    def text(self) -> str:
-        return "\n".join(self.source_lines[self.first - 1:self.node.end_lineno])
+    def __post_init__(self):
+        self.text = "\n".join(self.source_lines[self.first - 1:self.node.end_lineno])
+
+    @functools.cached_property
+    def names(self) -> set[str]:
+        """The names it uses (read before the canonical form rewrites the tree)."""
+        return {n.id for n in _walk(self.node, (ast.AST,)) if isinstance(n, ast.Name)}
+
+    def stream(self, aliases: dict[str, str]) -> tuple[list[str], list[int]]:
+        """Its tokens, computed once (a helper belongs to every graded function that calls it)."""
+        if self._tokens is None:
+            self._tokens = _stream(self.node, self.text, self.first, aliases)
+        return self._tokens
 
 
 def units_of_cells(cells: list[str], graded: list[str]) -> list[Unit]:
@@ -114,11 +127,27 @@ def _helpers(name: str, defined: dict[str, _Segment], graded: set[str]) -> set[s
     """Top-level definitions of the notebook that `name` reaches through the names it uses, graded ones aside."""
     found, pending = set(), [name]
     while pending:
-        node = defined[pending.pop()].node
-        for used in {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}:
+        for used in defined[pending.pop()].names:
             if used in defined and used not in graded and used not in found and used != name:
                 found.add(used)
                 pending.append(used)
+    return found
+
+
+_STATEMENTS = (ast.stmt, ast.excepthandler, ast.match_case)
+
+
+def _walk(node: ast.AST, kinds: type | tuple[type, ...] = ast.AST) -> list[ast.AST]:
+    """`node` and every node below it of `kinds`, in `ast.walk`'s order; several times faster than
+    `ast.walk`, and normalising is mostly walking trees."""
+    found = [node]
+    for sub in found:  # grows while it is read
+        for name in sub._fields:
+            child = getattr(sub, name, None)
+            if isinstance(child, list):
+                found += [c for c in child if isinstance(c, kinds)]
+            elif isinstance(child, kinds):
+                found.append(child)
     return found
 
 
@@ -126,7 +155,7 @@ def _aliases(nodes) -> dict[str, str]:
     """Imported name -> the dotted path it stands for, from every import (in functions too)."""
     aliases = {}
     for top in nodes:
-        for node in ast.walk(top):
+        for node in _walk(top, _STATEMENTS):
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.asname:
@@ -144,35 +173,53 @@ def _unit(name: str, segments: list[_Segment], aliases: dict[str, str], sort_res
     top-level code) are sorted by their tokens, so moving them around changes nothing."""
     texts, streams, offset = [], [], 0
     for segment in segments:
-        node = _canonical(copy.deepcopy(segment.node))
-        emitter = _Emitter(aliases, _bound(node), _stored_attributes(node), offset - segment.first + 1)
-        emitter.stmt(node)
-        streams.append((emitter.tokens, emitter.lines))
-        text = segment.text
-        texts.append(text)
-        offset += text.count("\n") + 2  # a blank line between segments
+        tokens, lines = segment.stream(aliases)
+        streams.append((tokens, [line + offset for line in lines]))
+        texts.append(segment.text)
+        offset += segment.text.count("\n") + 2  # a blank line between segments
     head, rest = (streams[:0], streams) if sort_rest else (streams[:1], streams[1:])
     return Unit(name, "\n\n".join(texts), head + sorted(rest, key=lambda s: s[0]))
 
 
-def _bound(node: ast.AST) -> set[str]:
-    """Names bound inside a definition (arguments, assignments, loop and `with` targets, ...)."""
-    names = set()
-    for sub in ast.walk(node):
-        if isinstance(sub, ast.Name) and isinstance(sub.ctx, (ast.Store, ast.Del)):
-            names.add(sub.id)
+_STREAMS: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[list[str], list[int]]] = {}
+_MAX_STREAMS = 20_000  # statements remembered; every hand-in repeats the release's cells
+
+
+def _stream(node: ast.stmt, text: str, first: int, aliases: dict[str, str]) -> tuple[list[str], list[int]]:
+    """The tokens of one top-level statement and their lines (1 = the statement's first line). The
+    canonical form rewrites `node`, so each statement is read once; a statement's tokens depend only on
+    its text and the imports in force, so a text met before (the release's own cells, in every hand-in)
+    is not read again."""
+    key = (text, tuple(sorted(aliases.items())))
+    found = _STREAMS.get(key)
+    if found is None:
+        node = _canonical(node)
+        emitter = _Emitter(aliases, *_bound(node), 1 - first)
+        emitter.stmt(node)
+        if len(_STREAMS) >= _MAX_STREAMS:
+            _STREAMS.clear()
+        found = _STREAMS[key] = (emitter.tokens, emitter.lines)
+    return found
+
+
+def _bound(node: ast.AST) -> tuple[set[str], set[str]]:
+    """Names bound inside a definition (arguments, assignments, loop and `with` targets, ...), and the
+    attributes the code sets (`self.w_q = ...`): the team named both, so both are hidden."""
+    names, attributes = set(), set()
+    for sub in _walk(node):
+        if isinstance(sub, ast.Name):
+            if isinstance(sub.ctx, (ast.Store, ast.Del)):
+                names.add(sub.id)
+        elif isinstance(sub, ast.Attribute):
+            if isinstance(sub.ctx, ast.Store):
+                attributes.add(sub.attr)
         elif isinstance(sub, ast.arg):
             names.add(sub.arg)
         elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and sub is not node:
             names.add(sub.name)
         elif isinstance(sub, ast.ExceptHandler) and sub.name:
             names.add(sub.name)
-    return names
-
-
-def _stored_attributes(node: ast.AST) -> set[str]:
-    """Attributes the code sets (`self.w_q = ...`): the team named them, so they are hidden like names."""
-    return {sub.attr for sub in ast.walk(node) if isinstance(sub, ast.Attribute) and isinstance(sub.ctx, ast.Store)}
+    return names, attributes
 
 
 # ---------------------------------------------------------------- canonical form of the syntax tree
@@ -180,9 +227,7 @@ def _stored_attributes(node: ast.AST) -> set[str]:
 def _canonical(node: ast.stmt) -> ast.stmt:
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
         node.body = _clean_block(node.body)
-        for _ in range(len(node.body) + 20):  # each round removes a statement or inlines a name
-            if not (_drop_unused(node) or _inline_once(node)):
-                break
+        _simplify(node)
     elif isinstance(node, ast.ClassDef):
         node.body = [_canonical(s) for s in _clean_block(node.body)]
     else:
@@ -287,7 +332,7 @@ def _counting_while_as_for(loop: ast.While, before: list[ast.stmt]) -> ast.stmt:
             if not (isinstance(start, ast.Constant) and start.value == 0):
                 args.insert(0, start)
             break
-        if any(isinstance(n, ast.Name) and n.id == counter for n in ast.walk(stmt)):
+        if any(isinstance(n, ast.Name) and n.id == counter for n in _walk(stmt)):
             break
     call = ast.copy_location(ast.Call(func=ast.Name("range", ast.Load()), args=args, keywords=[]), test)
     return ast.copy_location(ast.For(target=ast.Name(counter, ast.Store()), iter=call, body=loop.body[:-1],
@@ -297,7 +342,7 @@ def _counting_while_as_for(loop: ast.While, before: list[ast.stmt]) -> ast.stmt:
 def _name_uses(node: ast.AST) -> tuple[dict[str, int], dict[str, int]]:
     loads: dict[str, int] = {}
     stores: dict[str, int] = {}
-    for sub in ast.walk(node):
+    for sub in _walk(node):
         if isinstance(sub, ast.Name):
             counts = loads if isinstance(sub.ctx, ast.Load) else stores
             counts[sub.id] = counts.get(sub.id, 0) + 1
@@ -321,44 +366,53 @@ def _blocks(node: ast.AST):
             yield from _blocks(stmt)
 
 
-def _drop_unused(function: ast.AST) -> bool:
-    """Remove one assignment to names nothing reads (inserted dead code); True if one went."""
-    loads, _ = _name_uses(function)
-    for block in _blocks(function):
-        for i, stmt in enumerate(block):
-            if isinstance(stmt, ast.Assign) and all(
-                    isinstance(t, ast.Name) and not loads.get(t.id) for t in stmt.targets):
-                del block[i]
-                return True
-    return False
-
-
-def _inline_once(function: ast.AST) -> bool:
-    """Inline one temporary that is assigned once and read once, later: `a = f(x); return g(a)` and
-    `return g(f(x))` then read the same. True if one was inlined."""
+def _simplify(function: ast.AST) -> None:
+    """Remove assignments to names nothing reads (inserted dead code) and inline temporaries assigned once
+    and read once, later (`a = f(x); return g(a)` and `return g(f(x))` then read the same), until none is
+    left. The counts of loads and stores are kept up to date instead of recounted after each change."""
     loads, stores = _name_uses(function)
-    for block in _blocks(function):
-        for i, stmt in enumerate(block):
-            if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
-                continue
-            name = stmt.targets[0].id
-            if loads.get(name) != 1 or stores.get(name) != 1:
-                continue
-            for later in block[i + 1:]:
-                use = next((n for n in ast.walk(later) if isinstance(n, ast.Name) and n.id == name), None)
-                if use is not None:
-                    _Replace(use, stmt.value).visit(later)
-                    del block[i]
-                    return True
+    blocks = list(_blocks(function))  # removing an assignment removes no block
+    changed = True
+    while changed:
+        changed = False
+        for block in blocks:
+            i = 0
+            while i < len(block):
+                stmt = block[i]
+                if isinstance(stmt, ast.Assign):
+                    if all(isinstance(t, ast.Name) and not loads.get(t.id) for t in stmt.targets):
+                        gone_loads, gone_stores = _name_uses(stmt)
+                        for counts, gone in ((loads, gone_loads), (stores, gone_stores)):
+                            for name, count in gone.items():
+                                counts[name] -= count
+                        del block[i]
+                        changed = True
+                        continue
+                    target = stmt.targets[0]
+                    if len(stmt.targets) == 1 and isinstance(target, ast.Name) and loads.get(target.id) == 1 \
+                            and stores.get(target.id) == 1 \
+                            and any(_replace_use(later, target.id, stmt.value) for later in block[i + 1:]):
+                        loads[target.id] -= 1
+                        stores[target.id] -= 1
+                        del block[i]
+                        changed = True
+                        continue
+                i += 1
+
+
+def _replace_use(tree: ast.AST, name: str, value: ast.expr) -> bool:
+    """Put `value` where `tree` reads `name` (read once); True if it did."""
+    for parent in _walk(tree):
+        for field, child in ast.iter_fields(parent):
+            if isinstance(child, ast.Name) and child.id == name:
+                setattr(parent, field, value)
+                return True
+            if isinstance(child, list):
+                for k, item in enumerate(child):
+                    if isinstance(item, ast.Name) and item.id == name:
+                        child[k] = value
+                        return True
     return False
-
-
-class _Replace(ast.NodeTransformer):
-    def __init__(self, old: ast.Name, new: ast.expr):
-        self.old, self.new = old, new
-
-    def visit_Name(self, node: ast.Name):
-        return copy.deepcopy(self.new) if node is self.old else node
 
 
 # ---------------------------------------------------------------- tokens
@@ -665,7 +719,7 @@ def _effects(stmt: ast.stmt) -> _Effects:
     """What a statement reads and writes (a method that mutates, `x.append`, `w.copy_`, writes its object)."""
     reads, writes = set(), set()
     barrier = isinstance(stmt, _BARRIERS)
-    for node in ast.walk(stmt):
+    for node in _walk(stmt):
         if isinstance(node, ast.Name):
             (reads if isinstance(node.ctx, ast.Load) else writes).add(node.id)
         elif isinstance(node, (ast.Attribute, ast.Subscript)) and isinstance(node.ctx, (ast.Store, ast.Del)):

@@ -14,6 +14,8 @@ import os
 import re
 import sqlite3
 import stat
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from autograder.similarity.normalise import DEFINITIONS, Unit, units_of_cells, u
 
 _FENCED = re.compile(r"```(?:python|py)?\n(.*?)```", re.S)
 MIN_LINE_CHARS = 12  # shorter lines (`return out`, `else:`) are too common to tell anything
+_NUMBER = re.compile(r"(?<![\w.])(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)(?:[eE][-+]?\d+)?")
 
 
 @dataclass
@@ -65,9 +68,28 @@ def line_key(line: str) -> str:
 
 
 def code_lines(sources: list[str]) -> list[str]:
-    """The distinct lines worth comparing as text (comments, typos, odd constants live there)."""
+    """The distinct lines that can tell who wrote them: those with a comment (typos live there) or an odd
+    constant. A line of plain code two teams share (`return logits / temperature`) is written alike by
+    chance; a comment or `EPS = 3.7e-07` is not."""
     found = {line_key(line) for source in sources for line in source.splitlines()}
-    return sorted(line for line in found if len(line) >= MIN_LINE_CHARS and any(c.isalnum() for c in line))
+    return sorted(line for line in found if len(line) >= MIN_LINE_CHARS and _telling(line))
+
+
+def _telling(line: str) -> bool:
+    code, hashed, comment = line.partition("#")
+    if hashed and code.count("'") % 2 == 0 and code.count('"') % 2 == 0 and any(c.isalpha() for c in comment):
+        return True
+    return any(_odd(number) for number in _NUMBER.findall(code))
+
+
+def _odd(number: str) -> bool:
+    """Not a number anyone would write: small integers, powers of two and ten, 127, 255, 1e-6 and the like."""
+    value = float(number.replace("_", ""))
+    if value == int(value):
+        value = abs(int(value))
+        return not (value <= 16 or value & (value - 1) == 0 or value in (127, 255) or str(value).rstrip("0") == "1")
+    mantissa = f"{value:e}".split("e")[0].rstrip("0").rstrip(".")
+    return mantissa not in ("1", "5", "2", "2.5")
 
 
 def document(name: str, units: list[Unit], sources: list[str]) -> Document:
@@ -99,6 +121,20 @@ def release_template(release_dir: Path, notebook_name: str, graded: list[str]) -
     return Template(hashes, set(code_lines(cells + text + modules)))
 
 
+@dataclass(frozen=True)
+class Wanted:
+    """A file to read into a document: `read(*args)` (a module-level function, so another process can run it)."""
+
+    file: Path
+    purpose: str  # what it is read for: files read for another purpose are other entries of the index
+    name: str
+    read: Callable[..., Document]
+    args: tuple
+
+
+PARALLEL_FROM = 24  # files to read before reading them in several processes pays for starting them
+
+
 class Index:
     """Documents already read, by file (path, size, modification time) and what they were read for."""
 
@@ -111,21 +147,36 @@ class Index:
                             "mtime INTEGER, data TEXT)")
         self.read = self.reused = 0
 
-    def get(self, file: Path, purpose: str, name: str, make) -> Document:
-        info = os.stat(file)
-        key = f"{VERSION}|{purpose}|{os.path.realpath(file)}"
-        if self.db is not None:
-            row = self.db.execute("SELECT size, mtime, data FROM documents WHERE key = ?", (key,)).fetchone()
+    def documents(self, wanted: list[Wanted]) -> list[Document | str]:
+        """Each wanted file as a document, or why it could not be read; files not in the index (or changed
+        since) are read, on every core where there are many, and added to it."""
+        out: list[Document | str | None] = [None] * len(wanted)
+        missing: list[tuple[int, str, os.stat_result]] = []
+        for i, w in enumerate(wanted):
+            info = os.stat(w.file)
+            key = f"{VERSION}|{w.purpose}|{os.path.realpath(w.file)}"
+            row = None if self.db is None else self.db.execute(
+                "SELECT size, mtime, data FROM documents WHERE key = ?", (key,)).fetchone()
             if row and row[0] == info.st_size and row[1] == info.st_mtime_ns:
                 self.reused += 1
-                return Document.from_json(name, row[2])
-        doc = make()
-        doc.name = name
-        self.read += 1
-        if self.db is not None:
-            self.db.execute("INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?)",
-                            (key, info.st_size, info.st_mtime_ns, doc.to_json()))
-        return doc
+                out[i] = Document.from_json(w.name, row[2])
+            else:
+                missing.append((i, key, info))
+        jobs = [wanted[i] for i, _, _ in missing]
+        workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+                      len(jobs) // PARALLEL_FROM)
+        if workers > 1:
+            with ProcessPoolExecutor(workers) as pool:
+                results = list(pool.map(_read, jobs, chunksize=8))
+        else:
+            results = [_read(w) for w in jobs]
+        for (i, key, info), (ok, data) in zip(missing, results):
+            self.read += ok
+            out[i] = Document.from_json(wanted[i].name, data) if ok else data
+            if ok and self.db is not None:
+                self.db.execute("INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?)",
+                                (key, info.st_size, info.st_mtime_ns, data))
+        return out
 
     def close(self) -> None:
         if self.db is not None:
@@ -133,39 +184,48 @@ class Index:
             self.db.close()
 
 
-def notebook_document(handin: Path, notebook_name: str, graded: list[str], index: Index, name: str) -> Document:
-    """A hand-in as `grade` reads it (its one notebook, or the notebook in its .zip), as a document."""
-    found = find_notebook(handin, notebook_name)
+def _read(wanted: Wanted) -> tuple[bool, str]:
+    """(True, the document as JSON) or (False, why the file cannot be read): plain text, whichever
+    process read it."""
+    try:
+        return True, wanted.read(*wanted.args).to_json()
+    except SubmissionFormatError as exc:
+        return False, str(exc)
+
+
+def handin(path: Path, notebook_name: str, graded: list[str], name: str) -> Wanted:
+    """A hand-in as `grade` reads it (its one notebook, or the notebook in its .zip)."""
+    found = find_notebook(path, notebook_name)
     purpose = "notebook:" + hashlib.sha256("\0".join(graded).encode()).hexdigest()[:16]
-
-    def make() -> Document:
-        with notebook_file(found, notebook_name) as path:
-            cells = [c.source for c in extract(path, mode="cells").cells]
-        return document(name, units_of_cells(cells, graded), cells)
-
-    return index.get(found, purpose, name, make)
+    return Wanted(found, purpose, name, _notebook_document, (found, notebook_name, graded, name))
 
 
-def past_documents(folders: list[Path], notebook_name: str, graded: list[str], index: Index
-                   ) -> tuple[list[Document], list[tuple[str, str]]]:
+def _notebook_document(found: Path, notebook_name: str, graded: list[str], name: str) -> Document:
+    with notebook_file(found, notebook_name) as path:
+        cells = [c.source for c in extract(path, mode="cells").cells]
+    return document(name, units_of_cells(cells, graded), cells)
+
+
+def past_handins(folders: list[Path], notebook_name: str, graded: list[str]
+                 ) -> tuple[list[Wanted], list[tuple[str, str]]]:
     """Earlier years' hand-ins: each folder a batch as `grade` reads it, named `<folder>/<submission id>`."""
-    docs, problems = [], []
+    wanted, problems = [], []
     for folder in folders:
         found, skipped = discover([folder])
         problems += skipped
         for sid, path in sorted(found.items()):
             name = f"{shown(folder.name)}/{sid}"
             try:
-                docs.append(notebook_document(path, notebook_name, graded, index, name))
+                wanted.append(handin(path, notebook_name, graded, name))
             except SubmissionFormatError as exc:
                 problems.append((name, str(exc)))
-    return docs, problems
+    return wanted, problems
 
 
-def public_documents(folders: list[Path], index: Index) -> tuple[list[Document], list[tuple[str, str]]]:
+def public_files(folders: list[Path]) -> tuple[list[Wanted], list[tuple[str, str]]]:
     """Every .py and .ipynb file under the folders (links not followed), one document per file whose
     units are its functions and methods."""
-    docs, problems = [], []
+    wanted, problems = [], []
     for folder in folders:
         if not folder.is_dir():
             raise SubmissionFormatError(f"--public {shown(folder)}: not a folder")
@@ -180,11 +240,8 @@ def public_documents(folders: list[Path], index: Index) -> tuple[list[Document],
             if not stat.S_ISREG(os.lstat(file).st_mode):
                 problems.append((name, "not a regular file (links are not followed)"))
                 continue
-            try:
-                docs.append(index.get(file, "public", name, lambda: _public_document(file, name)))
-            except SubmissionFormatError as exc:
-                problems.append((name, str(exc)))
-    return docs, problems
+            wanted.append(Wanted(file, "public", name, _public_document, (file, name)))
+    return wanted, problems
 
 
 def _public_document(file: Path, name: str) -> Document:
