@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import nbformat
 from starlette.testclient import TestClient
 
 from table import print_table

@@ -403,9 +403,9 @@ def _simplify(function: ast.AST) -> None:
 def _replace_use(tree: ast.AST, name: str, value: ast.expr) -> bool:
     """Put `value` where `tree` reads `name` (read once); True if it did."""
     for parent in _walk(tree):
-        for field, child in ast.iter_fields(parent):
+        for attribute, child in ast.iter_fields(parent):
             if isinstance(child, ast.Name) and child.id == name:
-                setattr(parent, field, value)
+                setattr(parent, attribute, value)
                 return True
             if isinstance(child, list):
                 for k, item in enumerate(child):
