@@ -37,6 +37,7 @@ def _release(course: Course, args: argparse.Namespace) -> int:
     from autograder.authoring.release import check_release, release_assignment
 
     status = 0
+    reported: set[str] = set()  # a leak from one assignment's release into another's concerns both: say it once
     for assignment in course.select(args.assignments):
         shown = f"release/{assignment.id}/"
         if not args.check:
@@ -45,9 +46,12 @@ def _release(course: Course, args: argparse.Namespace) -> int:
             continue
         problems = check_release(assignment)
         for problem in problems:
-            print(problem, file=sys.stderr)
+            if problem not in reported:
+                print(problem, file=sys.stderr)
+            reported.add(problem)
         if problems:
             status = 1
+            print(f"{shown} FAILED: {len(problems)} problem{'s' if len(problems) > 1 else ''}", file=sys.stderr)
         else:
             print(f"{shown} is up to date")
     return status
