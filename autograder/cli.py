@@ -41,8 +41,10 @@ def _release(course: Course, args: argparse.Namespace) -> int:
     for assignment in course.select(args.assignments):
         shown = f"release/{assignment.id}/"
         if not args.check:
-            written = release_assignment(assignment, before_write=None if args.no_verify else _verified)
-            print(f"{shown}: {len(written)} files written")
+            written = release_assignment(
+                assignment, before_write=None if args.no_verify else lambda a, staging: _verified(a, staging, args.jobs))
+            print(f"{shown}: {len(written)} files written" + ("" if args.no_verify else
+                  " (verified: the solution scores full marks, the release zero)"))
             continue
         problems = check_release(assignment)
         for problem in problems:
@@ -57,12 +59,13 @@ def _release(course: Course, args: argparse.Namespace) -> int:
     return status
 
 
-def _verified(assignment, staging: Path) -> None:
+def _verified(assignment, staging: Path, jobs: int | None) -> None:
     """A release is written only when its solution scores full marks and its stubs score zero."""
     from autograder.authoring.release import ReleaseError
     from autograder.authoring.verify import verify
 
-    problems = verify(assignment, release_dir=staging)
+    print(f"release/{assignment.id}/: verifying (grading the solution and the unsolved release)", flush=True)
+    problems = verify(assignment, release_dir=staging, jobs=jobs)
     if problems:
         raise ReleaseError("not released, `verify` failed:\n  " + "\n  ".join(problems))
 
@@ -73,7 +76,7 @@ def cmd_verify(course: Course, args: argparse.Namespace) -> int:
 
     status = 0
     for assignment in course.select(args.assignments):
-        problems = verify(assignment, jobs=args.jobs)
+        problems = verify(assignment, jobs=args.jobs, samples=args.samples)
         if args.mutants and not problems:
             problems = _mutation_problems(assignment, args)
         for problem in problems:
@@ -618,9 +621,11 @@ def _parser() -> argparse.ArgumentParser:
                          help="write nothing; exit 1 naming each file that is stale, missing, extra or leaking")
     release.add_argument("--no-verify", action="store_true",
                          help="write without first grading the solution (full marks) and the release (zero)")
+    release.add_argument("--jobs", type=int, help="parallel grading workers for the verification (default: CPU count)")
     release.set_defaults(run=cmd_release)
 
-    verify = commands.add_parser("verify", help="prove the solution scores full marks and the release zero")
+    verify = commands.add_parser("verify", help="prove the solution scores full marks and the release zero (and, "
+                                                "with --samples, each sample its expected score)")
     verify.add_argument("assignments", nargs="*", metavar="ASSIGNMENT",
                         help="assignment ids (default: every assignment in course_config.py)")
     verify.add_argument("--jobs", type=int, help="parallel grading workers (default: CPU count)")
@@ -628,6 +633,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="also grade mutants of the solution; fail an assignment whose mutation score is below "
                              "its mutation_threshold in course_config.py")
     verify.add_argument("--max", type=int, metavar="N", help="with --mutants: grade at most N mutants (a fixed sample)")
+    verify.add_argument("--samples", action="store_true",
+                        help="also grade samples/<a>/ and print one line per sample whose points differ from "
+                             "samples/<a>/expected.json (`points`, plus `gpu_points` on a GPU runner)")
     verify.set_defaults(run=cmd_verify)
 
     mutants = commands.add_parser(
