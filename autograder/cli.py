@@ -70,6 +70,23 @@ def _verified(assignment, staging: Path, jobs: int | None) -> None:
         raise ReleaseError("not released, `verify` failed:\n  " + "\n  ".join(problems))
 
 
+def cmd_new(course: Course, args: argparse.Namespace) -> int:
+    """Create an assignment around one example task, with its release, so `verify ID` passes at once."""
+    from autograder.authoring.scaffold import ScaffoldError, new_assignment
+
+    try:
+        written = new_assignment(course, args.assignment, args.title, args.due)
+    except ScaffoldError as exc:
+        print(f"autograder: error: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path.relative_to(course.root).as_posix()}")
+    print(f"next: replace the example task in source/{args.assignment}/, grader_tests/{args.assignment}/ and "
+          f"samples/{args.assignment}/ (docs/authoring.md), then `autograder release {args.assignment}` and "
+          f"`autograder verify --samples {args.assignment}`")
+    return 0
+
+
 def cmd_verify(course: Course, args: argparse.Namespace) -> int:
     """Grade the solution (must score full marks) and the release (must score zero) of each assignment."""
     from autograder.authoring.verify import verify
@@ -623,6 +640,16 @@ def _parser() -> argparse.ArgumentParser:
                          help="write without first grading the solution (full marks) and the release (zero)")
     release.add_argument("--jobs", type=int, help="parallel grading workers for the verification (default: CPU count)")
     release.set_defaults(run=cmd_release)
+
+    new = commands.add_parser(
+        "new", help="start an assignment: source notebook, public checks, hidden suite, samples, config entry",
+        description="Create source/<a>/, grader_tests/<a>/, samples/<a>/ (with expected.json), docs/mistakes/<a>.md "
+                    "and the course_config.py entry around one example task, and compile release/<a>/; "
+                    "`autograder verify <a>` passes right after it.")
+    new.add_argument("assignment", metavar="ASSIGNMENT", help="the new assignment's id, e.g. 05_pruning_lora")
+    new.add_argument("--title", required=True, help="the assignment's title")
+    new.add_argument("--due", metavar="'YYYY-MM-DD HH:MM'", help="due date (default: 14 days from today, 23:59)")
+    new.set_defaults(run=cmd_new)
 
     verify = commands.add_parser("verify", help="prove the solution scores full marks and the release zero (and, "
                                                 "with --samples, each sample its expected score)")
