@@ -37,30 +37,54 @@ def _release(course: Course, args: argparse.Namespace) -> int:
     from autograder.authoring.release import check_release, release_assignment
 
     status = 0
+    reported: set[str] = set()  # a leak from one assignment's release into another's concerns both: say it once
     for assignment in course.select(args.assignments):
         shown = f"release/{assignment.id}/"
         if not args.check:
-            written = release_assignment(assignment, before_write=None if args.no_verify else _verified)
-            print(f"{shown}: {len(written)} files written")
+            written = release_assignment(
+                assignment, before_write=None if args.no_verify else lambda a, staging: _verified(a, staging, args.jobs))
+            print(f"{shown}: {len(written)} files written" + ("" if args.no_verify else
+                  " (verified: the solution scores full marks, the release zero)"))
             continue
         problems = check_release(assignment)
         for problem in problems:
-            print(problem, file=sys.stderr)
+            if problem not in reported:
+                print(problem, file=sys.stderr)
+            reported.add(problem)
         if problems:
             status = 1
+            print(f"{shown} FAILED: {len(problems)} problem{'s' if len(problems) > 1 else ''}", file=sys.stderr)
         else:
             print(f"{shown} is up to date")
     return status
 
 
-def _verified(assignment, staging: Path) -> None:
+def _verified(assignment, staging: Path, jobs: int | None) -> None:
     """A release is written only when its solution scores full marks and its stubs score zero."""
     from autograder.authoring.release import ReleaseError
     from autograder.authoring.verify import verify
 
-    problems = verify(assignment, release_dir=staging)
+    print(f"release/{assignment.id}/: verifying (grading the solution and the unsolved release)", flush=True)
+    problems = verify(assignment, release_dir=staging, jobs=jobs)
     if problems:
         raise ReleaseError("not released, `verify` failed:\n  " + "\n  ".join(problems))
+
+
+def cmd_new(course: Course, args: argparse.Namespace) -> int:
+    """Create an assignment around one example task, with its release, so `verify ID` passes at once."""
+    from autograder.authoring.scaffold import ScaffoldError, new_assignment
+
+    try:
+        written = new_assignment(course, args.assignment, args.title, args.due)
+    except ScaffoldError as exc:
+        print(f"autograder: error: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path.relative_to(course.root).as_posix()}")
+    print(f"next: replace the example task in source/{args.assignment}/, grader_tests/{args.assignment}/ and "
+          f"samples/{args.assignment}/ (docs/authoring.md), then `autograder release {args.assignment}` and "
+          f"`autograder verify --samples {args.assignment}`")
+    return 0
 
 
 def cmd_verify(course: Course, args: argparse.Namespace) -> int:
@@ -69,7 +93,7 @@ def cmd_verify(course: Course, args: argparse.Namespace) -> int:
 
     status = 0
     for assignment in course.select(args.assignments):
-        problems = verify(assignment, jobs=args.jobs)
+        problems = verify(assignment, jobs=args.jobs, samples=args.samples)
         if args.mutants and not problems:
             problems = _mutation_problems(assignment, args)
         for problem in problems:
@@ -614,9 +638,21 @@ def _parser() -> argparse.ArgumentParser:
                          help="write nothing; exit 1 naming each file that is stale, missing, extra or leaking")
     release.add_argument("--no-verify", action="store_true",
                          help="write without first grading the solution (full marks) and the release (zero)")
+    release.add_argument("--jobs", type=int, help="parallel grading workers for the verification (default: CPU count)")
     release.set_defaults(run=cmd_release)
 
-    verify = commands.add_parser("verify", help="prove the solution scores full marks and the release zero")
+    new = commands.add_parser(
+        "new", help="start an assignment: source notebook, public checks, hidden suite, samples, config entry",
+        description="Create source/<a>/, grader_tests/<a>/, samples/<a>/ (with expected.json), docs/mistakes/<a>.md "
+                    "and the course_config.py entry around one example task, and compile release/<a>/; "
+                    "`autograder verify <a>` passes right after it.")
+    new.add_argument("assignment", metavar="ASSIGNMENT", help="the new assignment's id, e.g. 05_pruning_lora")
+    new.add_argument("--title", required=True, help="the assignment's title")
+    new.add_argument("--due", metavar="'YYYY-MM-DD HH:MM'", help="due date (default: 14 days from today, 23:59)")
+    new.set_defaults(run=cmd_new)
+
+    verify = commands.add_parser("verify", help="prove the solution scores full marks and the release zero (and, "
+                                                "with --samples, each sample its expected score)")
     verify.add_argument("assignments", nargs="*", metavar="ASSIGNMENT",
                         help="assignment ids (default: every assignment in course_config.py)")
     verify.add_argument("--jobs", type=int, help="parallel grading workers (default: CPU count)")
@@ -624,6 +660,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="also grade mutants of the solution; fail an assignment whose mutation score is below "
                              "its mutation_threshold in course_config.py")
     verify.add_argument("--max", type=int, metavar="N", help="with --mutants: grade at most N mutants (a fixed sample)")
+    verify.add_argument("--samples", action="store_true",
+                        help="also grade samples/<a>/ and print one line per sample whose points differ from "
+                             "samples/<a>/expected.json (`points`, plus `gpu_points` on a GPU runner)")
     verify.set_defaults(run=cmd_verify)
 
     mutants = commands.add_parser(

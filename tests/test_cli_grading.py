@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import datetime as dt
 import os
 import signal
@@ -83,9 +84,43 @@ def test_a_foreign_gradebook_is_refused_and_left_untouched(make_course, tmp_path
 def test_release_runs_verify_and_verify_passes_for_a_sound_assignment(make_course, course_config, capsys):
     course_config["ASSIGNMENTS"][0]["points"] = 1  # what the demo suite awards
     root = make_course(config=course_config)
-    assert main(["--course-root", str(root), "release"]) == 0
+    assert main(["--course-root", str(root), "release", "--jobs", "1"]) == 0
+    assert (f"release/{ASSIGNMENT}/: 3 files written (verified: the solution scores full marks, the release zero)"
+            in capsys.readouterr().out)
     assert main(["--course-root", str(root), "verify"]) == 0
     assert f"{ASSIGNMENT}: verified" in capsys.readouterr().out
+
+
+def test_verify_samples_prints_one_line_per_sample_whose_score_differs(make_course, course_config, capsys):
+    course_config["ASSIGNMENTS"][0]["points"] = 1
+    root = make_course(config=course_config)
+    samples = root / "samples" / ASSIGNMENT
+    write_notebook(samples / "correct.ipynb", [nbformat.v4.new_code_cell(CORRECT)])
+    write_notebook(samples / "off_by_one.ipynb", [nbformat.v4.new_code_cell(CORRECT.replace("k, dim", "k + 1, dim"))])
+    write_notebook(samples / "undeclared.ipynb", [nbformat.v4.new_code_cell("import torch")])
+    expected = {"correct": {"points": 1, "why": "the solution"},
+                "off_by_one": {"points": 1, "why": "claims full marks, but keeps k + 1 logits"},
+                "renamed": {"points": 0, "why": "a sample that is gone"}}
+    (samples / "expected.json").write_text(json.dumps(expected))
+    assert main(["--course-root", str(root), "release"]) == 0
+    capsys.readouterr()
+    assert main(["--course-root", str(root), "verify"]) == 0  # without --samples the samples are not graded
+    assert main(["--course-root", str(root), "verify", "--samples"]) == 1
+    out, err = capsys.readouterr()
+    assert f"{ASSIGNMENT}: FAILED" in out and "expected.json is not graded" not in err
+    assert sorted(err.splitlines()) == sorted([
+        f"{ASSIGNMENT}: samples/{ASSIGNMENT}/expected.json names 'renamed', which is no sample",
+        f"{ASSIGNMENT}: samples/{ASSIGNMENT}/undeclared has no expected score in expected.json",
+        f"{ASSIGNMENT}: samples/{ASSIGNMENT}/off_by_one gets 0 points, expected.json says 1; not passed: "
+        "test_top_k.py::test_top_k_on_random_logits (failed)"])
+
+    expected["off_by_one"]["points"] = 0
+    expected["undeclared"] = expected.pop("renamed")
+    (samples / "expected.json").write_text(json.dumps(expected))
+    assert main(["--course-root", str(root), "verify", "--samples"]) == 0
+    (samples / "expected.json").write_text("{\"correct\": 1}")
+    assert main(["--course-root", str(root), "verify", "--samples"]) == 1
+    assert "expected.json: 'correct' needs a number `points`" in capsys.readouterr().err
 
 
 def test_release_refuses_an_assignment_whose_solution_fails(make_course, capsys):

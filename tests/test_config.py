@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 from conftest import ASSIGNMENT
@@ -122,3 +123,18 @@ def test_cli_reports_a_config_error_in_one_line_with_status_2(make_course, cours
     assert err == ("autograder: error: course_config.py: ASSIGNMENTS[0].due: "
                    "'tomorrow' is not a date (YYYY-MM-DD HH:MM)\n")
     assert not (root / "release").exists()
+
+
+def test_docs_authoring_tables_every_config_key_the_loader_knows():
+    """docs/authoring.md's table of course_config.py keys names exactly the keys that load_course accepts."""
+    from autograder.course import config
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "authoring.md").read_text()
+    table = docs.split("## `course_config.py`")[1].split("\n## ")[0]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines() if line.startswith("| `")]
+    documented = {(where.split(",")[0].strip("`").split("[")[0], key.strip("`")) for where, key, *_ in rows}
+    known = ({("COURSE", k) for k in config._COURSE_KEYS | config._OPTIONAL_COURSE_KEYS}
+             | {("ASSIGNMENTS", k) for k in config._ASSIGNMENT_KEYS} | {("TEAMS", "–")})
+    assert documented == known
+    defaults = {key.strip("`") for where, key, *_ in rows if "`DEFAULTS`" in where}
+    assert defaults == config._DEFAULT_KEYS

@@ -200,6 +200,16 @@ def test_the_digest_is_the_notebook_hash_or_changes_only_with_the_reason(tmp_pat
 # --- which entries of a path are hand-ins --------------------------------------------------------
 
 
+def test_a_samples_folder_leaves_its_expected_scores_out_silently(tmp_path):
+    notebook(tmp_path / "samples" / "correct.ipynb")
+    notebook(tmp_path / "samples" / "mistake.ipynb")
+    (tmp_path / "samples" / "expected.json").write_text("{}")
+    (tmp_path / "samples" / "expected.csv").write_text("")
+    found = finishes(discover, [tmp_path / "samples"])
+    assert sorted(found.handins) == ["correct", "mistake"]
+    assert found.skipped == [(f"{tmp_path}/samples/expected.csv", "not a notebook (.ipynb) or a folder")]
+
+
 def test_a_batch_folder_grades_notebooks_and_folders_and_names_every_other_entry(tmp_path):
     batch = tmp_path / "lms"
     notebook(batch / "team01.ipynb")

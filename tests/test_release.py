@@ -287,7 +287,8 @@ def test_public_checks_copying_a_hidden_test_line_block_the_release(make_course)
     hidden_line = HIDDEN_SUITE.split("\n").index(leaked) + 1
     public_line = PUBLIC_CHECKS.count("\n") + 1
     assert (f"release/{ASSIGNMENT}/public_checks.py line {public_line}: " in str(caught.value)
-            and f"comes from grader_tests/{ASSIGNMENT}/test_top_k.py line {hidden_line}" in str(caught.value))
+            and f"comes from grader_tests/{ASSIGNMENT}/test_top_k.py line {hidden_line}, hidden in {ASSIGNMENT}"
+            in str(caught.value))
     assert not assignment.release_dir.parent.exists()
 
 
@@ -300,7 +301,8 @@ def test_notebook_lines_shown_elsewhere_in_the_release_are_leaks(make_course, ce
     source = demo_cells() + [cells.markdown(f"Hint:\n   {leaked}  ")]
     with pytest.raises(ReleaseError, match="would leak") as caught:
         release_assignment(assignment_of(make_course(source)))
-    assert f"release/{ASSIGNMENT}/{NOTEBOOK} cell 7 line 2: {leaked!r} comes from {origin}" in str(caught.value)
+    assert (f"release/{ASSIGNMENT}/{NOTEBOOK} cell 7 line 2: {leaked!r} comes from {origin}, hidden in {ASSIGNMENT}"
+            in str(caught.value))
 
 
 def test_check_finds_leaks_anywhere_under_release(assignment):
@@ -311,18 +313,68 @@ def test_check_finds_leaks_anywhere_under_release(assignment):
     (other / "weights.bin").write_bytes(b"\x80 secret snapshot")
     (assignment.tests_dir / "snapshot.bin").write_bytes(b"\x80 secret snapshot")
     assert check_release(assignment) == [
-        f"release/02_other/notes.py line 2: {SOLUTION_LINE!r} comes from {SOURCE_LABEL} cell 3 line 4",
-        f"release/02_other/weights.bin is a copy of grader_tests/{ASSIGNMENT}/snapshot.bin",
+        f"release/02_other/notes.py line 2: {SOLUTION_LINE!r} comes from {SOURCE_LABEL} cell 3 line 4, "
+        f"hidden in {ASSIGNMENT}",
+        f"release/02_other/weights.bin is a copy of grader_tests/{ASSIGNMENT}/snapshot.bin, hidden in {ASSIGNMENT}",
     ]
 
 
 def test_only_distinctive_lines_shared_with_hidden_code_are_leaks(make_course):
     trivial = "import torch\n\n    return logits\n)\nelse:\n# shared comment line here\n"
-    hidden = trivial + "probs = torch.softmax(logits, dim=-1)\n"
+    idioms = "for module in model.modules():\nprobs = torch.softmax(logits, dim=-1)\n"  # torch writes them too
+    hidden = trivial + idioms + "kept = probs.cumsum(-1) - probs < top_p\n"
     assignment = assignment_of(make_course(grader_tests={"test_x.py": hidden}))
     assert find_leaks(assignment, {"release/x.py": hidden.encode()}) == [
-        "release/x.py line 7: 'probs = torch.softmax(logits, dim=-1)' "
-        f"comes from grader_tests/{ASSIGNMENT}/test_x.py line 7"]
+        "release/x.py line 9: 'kept = probs.cumsum(-1) - probs < top_p' "
+        f"comes from grader_tests/{ASSIGNMENT}/test_x.py line 9, hidden in {ASSIGNMENT}"]
+
+
+def two_assignment_course(make_course, course_config, other_checks: str) -> Path:
+    """The demo course plus 02_other, whose public checks are `other_checks`."""
+    course_config["ASSIGNMENTS"].append({**course_config["ASSIGNMENTS"][0], "id": "02_other"})
+    root = make_course(config=course_config)
+    shutil.copytree(root / "source" / ASSIGNMENT, root / "source" / "02_other")
+    shutil.copytree(root / "grader_tests" / ASSIGNMENT, root / "grader_tests" / "02_other")
+    (root / "source" / "02_other" / "public_checks.py").write_text(other_checks)
+    notebook = root / "source" / "02_other" / f"{ASSIGNMENT}.ipynb"
+    notebook.rename(root / "source" / "02_other" / "02_other.ipynb")
+    other = root / "source" / "02_other" / "02_other.ipynb"
+    other.write_text(other.read_text().replace(SOLUTION_LINE, "kth = logits.sort(dim=-1).values[..., -k:-k + 1]"))
+    return root
+
+
+def test_one_leak_check_for_release_check_and_the_whole_course(make_course, course_config, capsys):
+    """A line hidden in 01 shown in 02's release: `release 02`, `release --check 02` and the whole course
+    all name 01 as the origin, and none of them calls 02 up to date."""
+    root = two_assignment_course(make_course, course_config, PUBLIC_CHECKS + f"    {SOLUTION_LINE}\n")
+    leak = (f"release/02_other/public_checks.py line 9: {SOLUTION_LINE!r} comes from {SOURCE_LABEL} cell 3 line 4, "
+            f"hidden in {ASSIGNMENT}")
+    assert main(["--course-root", str(root), "release", "--no-verify", "02_other"]) == 2
+    err = capsys.readouterr().err
+    assert leak in err, err
+    assert not (root / "release" / "02_other").exists()
+
+    (root / "source" / "02_other" / "public_checks.py").write_text(PUBLIC_CHECKS)
+    assert main(["--course-root", str(root), "release", "--no-verify"]) == 0
+    capsys.readouterr()
+    (root / "release" / "02_other" / "public_checks.py").write_text(PUBLIC_CHECKS + f"    {SOLUTION_LINE}\n")
+    for argv in (["02_other"], [ASSIGNMENT], []):
+        assert main(["--course-root", str(root), "release", "--check", *argv]) == 1
+        out, err = capsys.readouterr()
+        assert err.count(leak) == 1, err
+        assert "release/02_other/ is up to date" not in out
+        assert ("release/02_other/ FAILED" in err) == (argv != [ASSIGNMENT])
+        assert f"release/{ASSIGNMENT}/ FAILED" in err if argv != ["02_other"] else True
+
+
+def test_library_idioms_shared_across_assignments_are_not_leaks(make_course, course_config, capsys):
+    """`for module in model.modules():` hidden in 01's suite and given in 02's checks: torch writes it too."""
+    idiom = "    for module in model.modules():"
+    root = two_assignment_course(make_course, course_config, PUBLIC_CHECKS + f"\n\ndef walk(model):\n{idiom}\n        pass\n")
+    (root / "grader_tests" / ASSIGNMENT / "helpers.py").write_text(f"def linears(model):\n{idiom}\n        yield module\n")
+    assert main(["--course-root", str(root), "release", "--no-verify"]) == 0
+    assert main(["--course-root", str(root), "release", "--check"]) == 0
+    assert capsys.readouterr().out.endswith("release/02_other/ is up to date\n")
 
 
 @pytest.mark.parametrize("line", [

@@ -15,7 +15,7 @@ import torch
 
 from autograder.course.config import load_course
 from autograder.grading.extraction import extract
-from autograder.grading import oracle, sandbox
+from autograder.grading import oracle, sandbox, wire
 from autograder.grading.oracle import GraderFault, Handle, GradingSession, SubmissionError, StudentFault
 from autograder.grading.sandbox import SandboxDied, SandboxTimeout
 from conftest import ASSIGNMENT, call, student_session, write_course, write_notebook
@@ -108,6 +108,24 @@ STUDENT_CODE = textwrap.dedent('''
     def feed(model, ids, one_by_one):
         rows = [ids[i:i + 1] for i in range(len(ids))] if one_by_one else [ids]
         return [model(row).logits.shape[0] for row in rows]
+
+    def describe(layer, x):
+        return (type(layer).__name__, layer.training, layer.weight.requires_grad, layer.bias.requires_grad,
+                layer.in_features, layer.weight.dtype, layer(x))
+
+    def scale_in_place(x, layer):
+        x.mul_(2)
+        layer.weight.data.zero_()
+        return x.sum()
+
+    def scale_copy(x, layer):
+        return (x * 2).sum() + layer(x).sum()
+
+    class Frozen(torch.nn.Module):
+        def __init__(self, base):
+            super().__init__()
+            self.base = base
+            self.base.weight.requires_grad_(False)
 ''')
 
 
@@ -249,6 +267,46 @@ def test_fed_tokens_counts_positions_and_batch_size_of_each_forward_call(course)
         assert (looped.per_call, looped.batch_sizes) == ([5, 5, 5], [1, 1, 1])
     finally:
         session.close()
+
+
+def test_a_torch_module_crosses_as_its_class_attributes_parameters_and_mode(session):
+    layer = torch.nn.Linear(3, 2, dtype=torch.float64).eval()
+    layer.weight.requires_grad_(False)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    name, training, weight_grad, bias_grad, in_features, dtype, out = call(session, "describe", layer, x)
+    assert (name, training, weight_grad, bias_grad, in_features, dtype) == ("Linear", False, False, True, 3, torch.float64)
+    assert torch.equal(out, layer(x))
+
+
+def test_a_module_of_a_class_the_sandbox_cannot_import_is_refused_by_name(session):
+    class Mine(torch.nn.Module):
+        pass
+
+    with pytest.raises(wire.WireError, match="cannot pass a Mine to a submission: only modules of classes from torch"):
+        call(session, "describe", Mine(), torch.ones(1))
+
+
+def test_handles_report_requires_grad_training_dtype_and_device_of_parameters(session):
+    frozen = call(session, "Frozen", torch.nn.Linear(2, 2, dtype=torch.float64))
+    assert frozen.base.weight.requires_grad is False and frozen.base.bias.requires_grad is True
+    assert frozen.training is True and frozen.base.weight.dtype == torch.float64
+    assert frozen.base.weight.device == torch.device("cpu")
+
+
+def test_changed_inputs_names_each_tensor_a_call_changed_in_place(session):
+    from autograder.grading.oracle import SubmissionProxy
+
+    x, layer = torch.ones(2, 2), torch.nn.Linear(2, 2)
+    weight = layer.weight.detach().clone()
+    with SubmissionProxy(session).changed_inputs() as changed:
+        call(session, "scale_in_place", x, layer)
+        session.request("scale_in_place", "call", "scale_in_place", args=(x,), kwargs={"layer": layer})
+        call(session, "scale_copy", x, layer)
+    assert changed.per_call == [("scale_in_place", ["args[0]", "args[1].weight"]),
+                                ("scale_in_place", ["args[0]", "kwargs['layer'].weight"]), ("scale_copy", [])]
+    assert torch.equal(x, torch.ones(2, 2)) and torch.equal(layer.weight, weight)  # the grader's own stay as they were
+    call(session, "scale_in_place", x, layer)
+    assert len(changed.per_call) == 3  # recorded only inside the block
 
 
 def test_sys_exit_is_an_ordinary_failure(session):

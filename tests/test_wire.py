@@ -16,6 +16,10 @@ from autograder.grading.wire import HandleRef, WireError
 Pair = collections.namedtuple("Pair", "first second")
 
 
+class OwnModule(torch.nn.Module):
+    """A class of the hidden suite: the sandbox cannot import it."""
+
+
 class Opaque:
     """Any object a submission might return."""
 
@@ -156,13 +160,32 @@ def test_modified_zoo_model_is_refused(modify):
 
 @pytest.mark.parametrize(
     "value, type_name",
-    [(Opaque(), "Opaque"), ([1, {"x": Opaque()}], "Opaque"), (torch.nn.Linear(2, 2), "Linear"),
+    [(Opaque(), "Opaque"), ([1, {"x": Opaque()}], "Opaque"), (OwnModule(), "OwnModule"),
      (torch.zeros(2).as_subclass(SneakyTensor), "SneakyTensor"), (lambda x: x, "function"), ({1, 2}, "set")],
-    ids=["object", "nested-object", "own-module", "tensor-subclass", "function", "set"],
+    ids=["object", "nested-object", "suite-module", "tensor-subclass", "function", "set"],
 )
 def test_other_arguments_cannot_be_sent(value, type_name):
     with pytest.raises(WireError, match=f"cannot pass a {type_name} to a submission"):
         wire.encode_arguments(value)
+
+
+def test_a_torch_module_is_rebuilt_with_its_attributes_state_and_mode_and_hooks_are_refused():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3), torch.nn.Linear(3, 2, bias=False))
+    model[0].weight.requires_grad_(False)
+    model.register_buffer("steps", torch.tensor(3), persistent=False)
+    model.eval()
+    rebuilt = wire.decode_arguments(wire.encode_arguments([model]), {})[0]
+    assert type(rebuilt) is torch.nn.Sequential and [type(m) for m in rebuilt] == [type(m) for m in model]
+    x = torch.randn(5, 4)
+    assert torch.equal(rebuilt(x), model(x)) and rebuilt.state_dict().keys() == model.state_dict().keys()
+    assert (rebuilt[0].weight.requires_grad, rebuilt[0].bias.requires_grad, rebuilt[2].bias) == (False, True, None)
+    assert not rebuilt.training and not rebuilt[1].training and rebuilt[1].eps == model[1].eps
+    assert "steps" not in rebuilt.state_dict() and torch.equal(rebuilt.steps, model.steps)
+    rebuilt[0].bias.data.zero_()
+    assert model[0].bias.abs().sum() > 0  # a copy: the grader's module is untouched
+    model[0].register_forward_hook(lambda *args: None)
+    with pytest.raises(WireError, match="cannot pass a Linear with hooks"):
+        wire.encode_arguments([model])
 
 
 def test_handles_go_back_as_the_sandbox_object():

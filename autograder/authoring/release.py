@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import hashlib
+import importlib.util
 import json
 import keyword
 import os
@@ -42,7 +43,7 @@ from nbgrader.preprocessors import (
 from traitlets.config import Config
 
 import autograder
-from autograder.course.config import Assignment
+from autograder.course.config import Assignment, load_course
 from autograder.student.validate import PACK, release_metadata
 
 # The stubs are part of the contract in docs/authoring.md: pinned here, not left to nbgrader's defaults.
@@ -71,6 +72,8 @@ COMMON_LINES = frozenset({
     "with torch.inference_mode():",
     'if __name__ == "__main__":',
 })
+# Lines these packages' own source contains are public idioms (`for module in model.modules():`), not solutions.
+COMMON_LIBRARIES = ("torch", "transformers")
 _IMPORT = re.compile(r"(from [\w.]+ )?import [\w.,() *]+")
 
 # The first and last cell of every release notebook: how students check and hand in their work.
@@ -236,25 +239,31 @@ def check_release(assignment: Assignment) -> list[str]:
 
 
 def find_leaks(assignment: Assignment, release_files: Mapping[str, bytes]) -> list[str]:
-    """Lines (or whole binary files) of `release_files` that are hidden in the assignment's sources.
+    """Lines (or whole binary files) of `release_files` that are hidden anywhere in the course and concern
+    `assignment`: found under release/<a>/, or hidden in <a>'s own sources.
 
-    `release_files` maps course-root-relative paths to bytes. Hidden are: solution, hidden-test and
-    mark-scheme regions of the source notebooks (whole answer cells without markers), and every file of
-    grader_tests/<a>/. Trivial lines (see `is_trivial`) are never reported.
+    `release_files` maps course-root-relative paths to bytes. Hidden are, for every assignment of the
+    course: solution, hidden-test and mark-scheme regions of its source notebooks (whole answer cells
+    without markers), and every file of grader_tests/<a>/. One check serves `release A`, `release --check A`
+    and the whole course, so they cannot disagree. Lines too common to identify a solution (`is_trivial`,
+    or written the same way in the course's libraries) are never reported.
     """
-    lines, blobs = _secrets(assignment)
+    lines, blobs = _course_secrets(assignment)
+    own = _shown(assignment.release_dir, assignment) + "/"
     leaks = []
     for shown, data in sorted(release_files.items()):
         located = _located_lines(shown, data)
         if located is None:
-            origin = blobs.get(hashlib.sha256(data).hexdigest())
-            if origin:
-                leaks.append(f"{shown} is a copy of {origin}")
+            leaks += [f"{shown} is a copy of {origin}, hidden in {owner}"
+                      for owner, origin in blobs.get(hashlib.sha256(data).hexdigest(), ())
+                      if shown.startswith(own) or owner == assignment.id][:1]
             continue
         for where, line in located:
-            origin = lines.get(_normalize(line))
-            if origin:
-                leaks.append(f"{where}: {line.strip()!r} comes from {origin}")
+            found = lines.get(_normalize(line), ())
+            if any(shown.startswith(own) or owner == assignment.id for owner, _ in found) \
+                    and _normalize(line) not in _library_lines():
+                owner, origin = next((o for o in found if o[0] == assignment.id), found[0])
+                leaks.append(f"{where}: {line.strip()!r} comes from {origin}, hidden in {owner}")
     return leaks
 
 
@@ -406,25 +415,44 @@ def _normalize(line: str) -> str:
     return " ".join(line.split())
 
 
-def _secrets(assignment: Assignment) -> tuple[dict[str, str], dict[str, str]]:
-    """Hidden text lines (normalized line -> origin) and hidden binary files (sha256 -> origin)."""
-    lines: dict[str, str] = {}
-    blobs: dict[str, str] = {}
-    for path in assignment.source_notebooks():
-        for line, origin in _parse_source(path, assignment.root).secrets:
-            if not is_trivial(line):
-                lines.setdefault(_normalize(line), origin)
-    for path in _files(assignment.tests_dir).values():
-        shown = _shown(path, assignment)
-        data = path.read_bytes()
-        located = _located_lines(shown, data)
-        if located is None:
-            blobs.setdefault(hashlib.sha256(data).hexdigest(), shown)
-            continue
-        for where, line in located:
-            if not is_trivial(line):
-                lines.setdefault(_normalize(line), where)
+def _course_secrets(assignment: Assignment) -> tuple[dict[str, list[tuple[str, str]]], dict[str, list[tuple[str, str]]]]:
+    """Hidden text lines (normalized line -> [(assignment id, origin)]) and hidden binary files (sha256 -> the
+    same) of every assignment of `assignment`'s course (and of `assignment`, declared there or not)."""
+    lines: dict[str, list[tuple[str, str]]] = {}
+    blobs: dict[str, list[tuple[str, str]]] = {}
+    for each in {**load_course(assignment.root).assignments, assignment.id: assignment}.values():
+        for path in each.source_notebooks():
+            for line, origin in _parse_source(path, each.root).secrets:
+                if not is_trivial(line):
+                    lines.setdefault(_normalize(line), []).append((each.id, origin))
+        for path in _files(each.tests_dir).values():
+            shown = _shown(path, each)
+            data = path.read_bytes()
+            located = _located_lines(shown, data)
+            if located is None:
+                blobs.setdefault(hashlib.sha256(data).hexdigest(), []).append((each.id, shown))
+                continue
+            for where, line in located:
+                if not is_trivial(line):
+                    lines.setdefault(_normalize(line), []).append((each.id, where))
     return lines, blobs
+
+
+@functools.lru_cache(maxsize=1)
+def _library_lines() -> frozenset[str]:
+    """Every normalized line of the course's libraries' Python source (a few seconds, read only when a
+    hidden line was found in a release): an idiom torch or transformers write themselves identifies no
+    solution."""
+    found: set[str] = set()
+    for package in COMMON_LIBRARIES:
+        spec = importlib.util.find_spec(package)
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            for dirpath, _, filenames in os.walk(folder):
+                for name in filenames:
+                    if name.endswith(".py"):
+                        with open(os.path.join(dirpath, name), encoding="utf-8", errors="replace") as file:
+                            found.update(_normalize(line) for line in file)
+    return frozenset(found)
 
 
 def _located_lines(shown: str, data: bytes) -> Iterator[tuple[str, str]] | None:

@@ -43,6 +43,10 @@ class SubmissionFormatError(Exception):
     """The submission cannot be read as a notebook; the message is meant for the student and TA."""
 
 
+# The scores a folder of sample submissions must get (`verify --samples`): part of the folder, not a hand-in.
+EXPECTED_SCORES = "expected.json"
+
+
 class Discovery(NamedTuple):
     """What `discover` found: the hand-ins by submission id, and every other entry with the reason it
     is not graded (shown as the path, safe to print)."""
@@ -131,6 +135,8 @@ def discover(paths: list[Path]) -> Discovery:
             add(_name(path), path)
             continue
         for entry in entries:
+            if entry.name == EXPECTED_SCORES and entry.is_file(follow_symlinks=False):
+                continue
             reason = _not_a_handin(entry)
             if reason:
                 skipped.append((shown(entry.path), reason))

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import torch
 
 from autograder.grading import testing, timings, warm, wire
 from autograder.grading.devices import cuda_available
@@ -151,6 +152,7 @@ class GradingSession:
     fed_recorders: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     calls: list | None = None  # (label, request) of each call of a notebook function, for `mutants` to replay
+    input_recorders: list = field(default_factory=list)  # `submission.changed_inputs()` blocks now open
 
     def __post_init__(self):
         self._ctx = None
@@ -161,6 +163,7 @@ class GradingSession:
         self._workdir: str | None = None
         self._timeouts_in_a_row: dict[str, int] = {}
         self._ended_by_grader: set[int] = set()  # generations of sandboxes dropped for the grader's own error
+        self._inputs_after = None  # the arguments' tensors after the last call, where it was asked for
 
     def _ensure_sandbox(self) -> Sandbox:
         """Tripwires are armed before student code loads (it may bind `from x import f` early), so a
@@ -233,13 +236,21 @@ class GradingSession:
         if self._timeouts_in_a_row.get(label, 0) >= TIMEOUTS_BEFORE_GIVING_UP:
             raise SandboxTimeout(f"`{label}` was not run: it did not finish in its last {TIMEOUTS_BEFORE_GIVING_UP} "
                                  f"calls ({self.assignment.limits.call_timeout_s:g} s each)")
+        echo = bool(self.input_recorders) and op == "call"
         payload = wire.encode_arguments({
             "op": op, "target": target._handle_ref if isinstance(target, Handle) else target, "attr": attr,
             "args": list(args), "kwargs": dict(kwargs or {}), "forbidden": sorted(self.forbidden_now),
+            **({"echo_inputs": True} if echo else {}),
         })
         if self.calls is not None and op == "call" and isinstance(target, str):
             self.calls.append((label, payload))
-        return self.send(payload, label, retry=not held)
+        if not echo:
+            return self.send(payload, label, retry=not held)
+        before = wire.input_tensors(list(args), dict(kwargs or {}))
+        value = self.send(payload, label, retry=not held)
+        for recorder in self.input_recorders:
+            recorder.record(label, before, self._inputs_after)
+        return value
 
     def send(self, payload: bytes, label: str, retry: bool = True):
         """Send an encoded request (a call the suite made, or its replay) and decode the reply.
@@ -290,6 +301,7 @@ class GradingSession:
             return self.send(payload, label, retry=False)
         if not reply["ok"]:
             raise _describe_error(reply, label)
+        self._inputs_after = reply.get("inputs_after")
         for setting in reply.get("numerics_changed", []):
             note = f"`{label}` changed {setting}; the grader reset it (graded functions should leave it alone)"
             if note not in self.notes:
@@ -316,6 +328,23 @@ class GradingSession:
 class FedTokens:
     per_call: list = field(default_factory=list)
     batch_sizes: list = field(default_factory=list)
+
+
+@dataclass
+class ChangedInputs:
+    per_call: list = field(default_factory=list)  # (call label, [where each changed tensor sits])
+
+    def record(self, label: str, before: dict, after) -> None:
+        """A tensor the sandbox did not report back counts as changed: the reply is the student's to shape."""
+        after = after if isinstance(after, dict) else {}
+        self.per_call.append((label, [where for where, tensor in before.items() if not _same_tensor(tensor, after.get(where))]))
+
+
+def _same_tensor(a: torch.Tensor, b) -> bool:
+    if type(b) is not torch.Tensor or (a.shape, a.dtype, a.device) != (b.shape, b.dtype, b.device):
+        return False
+    return bool(torch.equal(a.isnan(), b.isnan()) and torch.equal(a[~a.isnan()], b[~b.isnan()])) \
+        if a.is_floating_point() else bool(torch.equal(a, b))
 
 
 class SubmissionProxy:
@@ -346,6 +375,18 @@ class SubmissionProxy:
             yield record
         finally:
             self._session.fed_recorders.remove(record)
+
+    @contextlib.contextmanager
+    def changed_inputs(self):
+        """Which arguments the calls in this block changed in place: `changed.per_call` holds, per call, the
+        tensors (`args[0]`, `args[1].weight` of a module, `kwargs['x']`) whose shape, dtype or values
+        differ afterwards from what the test passed; compared here, in the grader."""
+        record = ChangedInputs()
+        self._session.input_recorders.append(record)
+        try:
+            yield record
+        finally:
+            self._session.input_recorders.remove(record)
 
     @contextlib.contextmanager
     def raises(self, expected: type[BaseException]):

@@ -261,9 +261,12 @@ def _answer(request: dict, namespace: dict, handles: dict, tripwires: Tripwires,
         return wire.encode_message(_error_report("exit" if isinstance(raised, SystemExit) else "exception", raised))
     now = read_numerics(torch)
     changed = [name for name, value in now.items() if value != pinned[name]]
+    # asked for by `submission.changed_inputs()`: the grader compares them with what it sent
+    after = {"inputs_after": wire.input_tensors(request["args"], request["kwargs"])} if request.get("echo_inputs") else {}
     try:
         return wire.encode_result({"ok": True, "value": value, "fed_tokens": fed, "fed_batches": batches,
-                                   "numerics_changed": changed, "call_s": time.perf_counter() - begin}, handles)
+                                   "numerics_changed": changed, "call_s": time.perf_counter() - begin, **after},
+                                  handles)
     except Exception as exc:  # noqa: BLE001 - e.g. a tensor that cannot be serialised
         return wire.encode_message(_error_report("exception", exc))
 

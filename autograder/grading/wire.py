@@ -7,12 +7,15 @@ grader construct one of its own objects (custom `__eq__`, tensor subclasses, pat
 results stay in the sandbox and the grader receives a `HandleRef` to them instead.
 
 Zoo models, the tokenizer and generators are not shipped as bytes: they travel as references and are
-rebuilt in the sandbox, bit-identical to the grader's copy.
+rebuilt in the sandbox, bit-identical to the grader's copy. Any other `nn.Module` of a class that torch,
+transformers or the autograder defines travels as its class name, the plain attributes its constructor set,
+its parameters (with `requires_grad`), buffers, submodules and mode, and is rebuilt in the sandbox.
 """
 
 from __future__ import annotations
 
 import collections
+import importlib
 import io
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -48,7 +51,27 @@ class HandleRef:
     type_name: str
 
 
-_ALLOWED = [ModelRef, zoo.ModelSpec, TokenizerRef, GeneratorRef, HandleRef]
+@dataclass(frozen=True)
+class ModuleRef:
+    """An `nn.Module` the grader passes, rebuilt in the sandbox without its constructor."""
+
+    module: str  # where the class is defined, imported by name in the sandbox
+    qualname: str
+    attributes: dict  # what the constructor set besides Module's own bookkeeping (in_features, eps, ...)
+    parameters: dict  # name -> tensor or None
+    frozen: list  # names of the parameters with requires_grad False
+    buffers: dict  # name -> tensor or None
+    non_persistent: list
+    children: dict  # name -> ModuleRef or None
+    training: bool
+
+
+_ALLOWED = [ModelRef, zoo.ModelSpec, TokenizerRef, GeneratorRef, HandleRef, ModuleRef]
+# Modules of classes from these packages cross: the grader's process and every sandbox import them alike
+# (a class of the hidden suite itself is not importable in the sandbox).
+MODULE_PACKAGES = ("torch", "transformers", "autograder")
+# What Module.__init__ sets on every module: rebuilt in the sandbox, not sent.
+_MODULE_INTERNALS = frozenset(vars(torch.nn.Module()))
 _PLAIN_SCALARS = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device, torch.Size)
 
 
@@ -104,7 +127,77 @@ def _argument_leaf(obj):
             raise WireError("a zoo model was modified before being passed to the submission; "
                             "pass a fresh zoo.tiny_model(...)")
         return ModelRef(spec)
+    if isinstance(obj, torch.nn.Module):
+        return _module_ref(obj)
     raise WireError(f"cannot pass a {type(obj).__name__} to a submission (see docs/authoring.md)")
+
+
+def _module_ref(module: torch.nn.Module) -> ModuleRef:
+    cls, state = type(module), vars(module)
+    if cls.__module__.split(".")[0] not in MODULE_PACKAGES or "<locals>" in cls.__qualname__:
+        raise WireError(f"cannot pass a {cls.__name__} to a submission: only modules of classes from "
+                        f"{', '.join(MODULE_PACKAGES)} cross (the sandbox imports the class by name); build the "
+                        "argument from torch's layers (see docs/authoring.md)")
+    hooks = sorted(k for k in _MODULE_INTERNALS if "hook" in k and state.get(k))
+    if hooks:
+        raise WireError(f"cannot pass a {cls.__name__} with hooks ({', '.join(hooks)}) to a submission")
+    return ModuleRef(
+        cls.__module__, cls.__qualname__,
+        {k: walk(v, _argument_leaf) for k, v in state.items() if k not in _MODULE_INTERNALS},
+        {n: None if p is None else _argument_leaf(p) for n, p in module._parameters.items()},
+        [n for n, p in module._parameters.items() if p is not None and not p.requires_grad],
+        {n: None if b is None else _argument_leaf(b) for n, b in module._buffers.items()},
+        sorted(module._non_persistent_buffers_set),
+        {n: None if c is None else _argument_leaf(c) for n, c in module._modules.items()},
+        module.training,
+    )
+
+
+def _rebuilt(ref: ModuleRef, leaf: Callable[[Any], Any]) -> torch.nn.Module:
+    """Sandbox side: the module `ref` describes, built as torch's own copy machinery does (no constructor)."""
+    cls: Any = importlib.import_module(ref.module)
+    for part in ref.qualname.split("."):
+        cls = getattr(cls, part)
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise WireError(f"{ref.module}.{ref.qualname} is not an nn.Module class")
+    module = cls.__new__(cls)
+    torch.nn.Module.__init__(module)
+    for name, value in ref.attributes.items():
+        object.__setattr__(module, name, walk(value, leaf))
+    module.training = ref.training
+    for name, tensor in ref.parameters.items():
+        module._parameters[name] = None if tensor is None else torch.nn.Parameter(
+            tensor, requires_grad=name not in ref.frozen)
+    module._buffers.update(ref.buffers)
+    module._non_persistent_buffers_set.update(ref.non_persistent)
+    for name, child in ref.children.items():
+        module._modules[name] = None if child is None else _rebuilt(child, leaf)
+    return module
+
+
+def input_tensors(args: list, kwargs: dict) -> dict[str, torch.Tensor]:
+    """Every tensor a call's arguments hold, by where it sits (`args[0]`, `kwargs['x']`, `args[1].weight` for a
+    module's parameters and buffers): taken on both sides, compared in the grader to see in-place changes."""
+    found: dict[str, torch.Tensor] = {}
+
+    def visit(value, path: str) -> None:
+        if isinstance(value, torch.Tensor):
+            found[path] = value.detach().clone()
+        elif isinstance(value, torch.nn.Module):
+            for name, tensor in [*value.named_parameters(), *value.named_buffers()]:
+                found[f"{path}.{name}"] = tensor.detach().clone()
+        elif type(value) in (list, tuple):
+            for index, item in enumerate(value):
+                visit(item, f"{path}[{index}]")
+        elif type(value) in (dict, collections.OrderedDict):
+            for key, item in value.items():
+                visit(item, f"{path}[{key!r}]")
+
+    for index, value in enumerate(args):
+        visit(value, f"args[{index}]")
+    for key, value in kwargs.items():
+        visit(value, f"kwargs[{key!r}]")
+    return found
 
 
 def encode_arguments(obj) -> bytes:
@@ -128,6 +221,8 @@ def decode_arguments(data: bytes, handles: dict[int, Any], models: list | None =
             generator = torch.Generator(device=obj.device)
             generator.set_state(obj.state)
             return generator
+        if isinstance(obj, ModuleRef):
+            return _rebuilt(obj, leaf)
         if isinstance(obj, HandleRef):
             try:
                 return handles[obj.id]
@@ -147,8 +242,10 @@ def encode_result(obj, handles: dict[int, Any]) -> bytes:
     def leaf(value):
         if type(value) in _PLAIN_SCALARS:
             return value
-        if type(value) is torch.Tensor or type(value) is torch.nn.Parameter:
+        if type(value) is torch.Tensor:
             return value.detach().clone()
+        if type(value) is torch.nn.Parameter:  # read through a handle: whether it is frozen is part of the answer
+            return value.detach().clone().requires_grad_(value.requires_grad)
         handle_id = len(handles) + 1
         handles[handle_id] = value
         return HandleRef(handle_id, type(value).__name__)
