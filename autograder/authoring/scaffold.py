@@ -19,7 +19,7 @@ from pathlib import Path
 import nbformat
 
 from autograder.authoring.release import release_assignment
-from autograder.course.config import CONFIG_FILE, ConfigError, Course, load_course
+from autograder.course.config import CONFIG_FILE, Course, load_course
 from autograder.grading.handins import EXPECTED_SCORES
 
 # The same paragraph opens every assignment's notebook: what students may rely on when graded.
