@@ -297,7 +297,9 @@ def run_jobs(todo: list[Job], jobs: int | None = None, cluster: Cluster | None =
         yield from _run_on_cluster(todo, cluster)
         return
     forkserver = warm.start(load_course(Path(todo[0].course_root)).get(todo[0].assignment_id))
-    with tempfile.TemporaryDirectory(prefix="autograder-trace-") as traces:
+    # A worker still dying (a batch interrupted with Ctrl-C) may write its trace while the folder goes:
+    # that must not turn the interruption into a crash.
+    with tempfile.TemporaryDirectory(prefix="autograder-trace-", ignore_cleanup_errors=True) as traces:
         queue = [dataclasses.replace(job, trace=str(Path(traces) / f"{n}.call")) for n, job in enumerate(todo)]
         suspects: list[Job] = []
         while queue:
