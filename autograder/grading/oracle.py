@@ -347,6 +347,16 @@ def _same_tensor(a: torch.Tensor, b) -> bool:
         if a.is_floating_point() else bool(torch.equal(a, b))
 
 
+@contextlib.contextmanager
+def _recording(recorders: list, record):
+    """`record` receives what the session observes while the block runs (the calls' recorders)."""
+    recorders.append(record)
+    try:
+        yield record
+    finally:
+        recorders.remove(record)
+
+
 class SubmissionProxy:
     """What a hidden test sees as `submission`: attribute access names a notebook function."""
 
@@ -364,29 +374,17 @@ class SubmissionProxy:
         call.__name__ = name
         return call
 
-    @contextlib.contextmanager
     def fed_tokens(self):
         """Count the token positions zoo models embed during the calls in this block:
         `fed.per_call` holds one number per forward call (e.g. to tell a KV cache from re-feeding),
         `fed.batch_sizes` the batch size of each call (e.g. to tell one batch from a loop over prompts)."""
-        record = FedTokens()
-        self._session.fed_recorders.append(record)
-        try:
-            yield record
-        finally:
-            self._session.fed_recorders.remove(record)
+        return _recording(self._session.fed_recorders, FedTokens())
 
-    @contextlib.contextmanager
     def changed_inputs(self):
         """Which arguments the calls in this block changed in place: `changed.per_call` holds, per call, the
         tensors (`args[0]`, `args[1].weight` of a module, `kwargs['x']`) whose shape, dtype or values
         differ afterwards from what the test passed; compared here, in the grader."""
-        record = ChangedInputs()
-        self._session.input_recorders.append(record)
-        try:
-            yield record
-        finally:
-            self._session.input_recorders.remove(record)
+        return _recording(self._session.input_recorders, ChangedInputs())
 
     @contextlib.contextmanager
     def raises(self, expected: type[BaseException]):
