@@ -107,15 +107,20 @@ SHORTCUTS = textwrap.dedent('''
 ''')
 
 
-@pytest.fixture(scope="module")
-def session(tmp_path_factory):
+def armed_session(tmp_path_factory, code: str, forbidden: set[str], call_timeout_s: float):
+    """A sandbox session over a notebook holding `code`, with `forbidden` armed before the notebook loads
+    (as after the suite's collection); a generator for module-scoped fixtures."""
     root = write_course(tmp_path_factory.mktemp("course"), "x = 1", {"test_a.py": "A = 1\n"}, points=1,
-                        call_timeout_s=30)
-    notebook = write_notebook(root / "team.ipynb", [nbformat.v4.new_code_cell(SHORTCUTS)])
-    s = student_session(root, notebook)
-    s.forbidden_all.update({SDPA, QUANTIZE, GENERATE})  # armed before the notebook loads, as after collection
+                        call_timeout_s=call_timeout_s)
+    s = student_session(root, write_notebook(root / "team.ipynb", [nbformat.v4.new_code_cell(code)]))
+    s.forbidden_all.update(forbidden)
     yield s
     s.close()
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    yield from armed_session(tmp_path_factory, SHORTCUTS, {SDPA, QUANTIZE, GENERATE}, 30)
 
 
 @pytest.mark.parametrize("function", ["by_name", "by_alias", "by_getattr", "by_c_binding", "by_math_kernel",
@@ -350,13 +355,7 @@ PYTHON_APIS = _python_level_apis()
 
 @pytest.fixture(scope="module")
 def routes(tmp_path_factory):
-    root = write_course(tmp_path_factory.mktemp("course"), "x = 1", {"test_a.py": "A = 1\n"}, points=1,
-                        call_timeout_s=60)
-    notebook = write_notebook(root / "team.ipynb", [nbformat.v4.new_code_cell(ROUTES)])
-    s = student_session(root, notebook)
-    s.forbidden_all.update(PYTHON_APIS)
-    yield s
-    s.close()
+    yield from armed_session(tmp_path_factory, ROUTES, set(PYTHON_APIS), 60)
 
 
 def test_the_suites_forbid_pure_python_apis_of_each_library():
@@ -479,13 +478,7 @@ NATIVE = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def native(tmp_path_factory):
-    root = write_course(tmp_path_factory.mktemp("course"), "x = 1", {"test_a.py": "A = 1\n"}, points=1,
-                        call_timeout_s=60)
-    notebook = write_notebook(root / "team.ipynb", [nbformat.v4.new_code_cell(NATIVE)])
-    s = student_session(root, notebook)
-    s.forbidden_all.update({BNB_BLOCKWISE, "bitsandbytes::*"})
-    yield s
-    s.close()
+    yield from armed_session(tmp_path_factory, NATIVE, {BNB_BLOCKWISE, "bitsandbytes::*"}, 60)
 
 
 @pytest.mark.parametrize("function", ["by_cdll", "by_the_module_handle", "by_cextension", "by_a_pointer_taken_at_load",
