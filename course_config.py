@@ -47,4 +47,7 @@ ASSIGNMENTS = [
     {"id": "04_efficient_inference_part_2", "title": "Efficient inference II: LLM.int8(), NF4 and perplexity",
      "due": "2027-06-08 23:59", "points": 30, "gpu": True,
      "mutation_threshold": 0.9},  # measured 100% (all 87: 83/83, 4 equivalent, CPU grader), 100% (--max 15)
+    {"id": "05_pruning_lora", "title": "Pruning and LoRA: sparse weights and low-rank adapters",
+     "due": "2027-06-22 23:59", "points": 20, "gpu": False,
+     "mutation_threshold": 0.9},
 ]
