@@ -8,7 +8,9 @@ reading only.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,9 +155,6 @@ def read_picks(course_root: Path, assignment: str) -> dict[str, str]:
 def remember_picks(course_root: Path, assignment: str, picks: dict[str, str]) -> None:
     """Keep `picks` (those `--pick` gave that named a file the hand-in holds) in picks.csv, so a rerun
     grades the same files without repeating them."""
-    import csv
-    import io
-
     rows = _pick_rows(course_root)
     kept = {(r["assignment"], r["submission"]): r["file"] for r in rows}
     if not picks or all(kept.get((assignment, sid)) == name for sid, name in picks.items()):
@@ -169,9 +168,6 @@ def remember_picks(course_root: Path, assignment: str, picks: dict[str, str]) ->
 
 
 def _pick_rows(course_root: Path) -> list[dict[str, str]]:
-    import csv
-    import io
-
     path = course_root / PICKS_FILE
     if not path.exists():
         return []
@@ -187,8 +183,6 @@ def _pick_rows(course_root: Path) -> list[dict[str, str]]:
 def read_extensions(path: Path, timezone) -> dict[str, dt.datetime]:
     """`--extensions FILE`: a CSV with the columns `who` (a team id or a student id of the roster) and `due`
     (`YYYY-MM-DD HH:MM` in the course's time zone). Every problem is one message naming the row."""
-    import csv
-
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
