@@ -47,7 +47,7 @@ def test_shape(submission):
 
 def _kinds(source: str) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
-    for function, kind, line, mutated in cell_mutants(source):
+    for function, kind, line, mutated, _ in cell_mutants(source):
         found.setdefault(kind, []).append(mutated)
         ast.parse(mutated)  # every mutant is valid Python
         assert function == "quantize", "code outside the solution region is never mutated"
@@ -83,7 +83,7 @@ def test_each_kind_of_mutation_of_a_known_function():
 
 def test_parentheses_only_where_precedence_changes():
     source = "def f(a, n):\n    ### BEGIN SOLUTION\n    return a[..., n:] * 2\n    ### END SOLUTION\n"
-    bodies = {m.splitlines()[2].strip() for _, _, _, m in cell_mutants(source)}
+    bodies = {m.source.splitlines()[2].strip() for m in cell_mutants(source)}
     assert "return a[..., n + 1:] * 2" in bodies
     assert "return a[..., n:] / 2" in bodies
     assert "return a[..., n:] * 3" in bodies
@@ -121,7 +121,7 @@ def test_weak_suite_lets_a_mutant_survive_and_the_report_shows_it(make_course, t
     [verdict] = report.verdicts
     # `<=` also drops the k-th logit: not equivalent, and the replay of the suite's own call shows it
     assert verdict.status == "survived"
-    assert verdict.message.startswith("not equivalent: differs from the solution on `top_k_filter as the suite called it`")
+    assert verdict.message.startswith("not equivalent: differs from the solution on `top_k_filter` as the suite made it")
     assert report.line().startswith(f"{ASSIGNMENT}: 0/1 killed (0%), 1 survived, 0 equivalent, 0 accepted")
     text = format_report(report)
     assert "SURVIVED m" in text and "comparison swapped" in text
@@ -226,20 +226,91 @@ def test_accept_list_is_validated(make_course, course_config, accepted, problem)
         load_course(make_course(config=course_config))
 
 
-WRAP = ('class Box:\n'
-        '    """An object of the notebook\'s own: it stays in the sandbox."""\n\n\n'
-        'def wrap(logits):\n'
-        '    ### BEGIN SOLUTION\n'
-        '    return {"scaled": logits * 2, "box": Box()}\n'
-        '    ### END SOLUTION\n')
-WRAP_SUITE = SHAPE_SUITE.replace("scale_logits", "wrap").replace(".shape == (3, 4)", '["scaled"].shape == (3, 4)')
+SCALER = ('class Scaler(torch.nn.Module):\n'
+          '    """Multiplies by a factor; carries a random parameter it never uses."""\n\n'
+          '    def __init__(self, factor):\n'
+          '        super().__init__()\n'
+          '        ### BEGIN SOLUTION\n'
+          '        self.factor = torch.tensor(float(factor)).float()\n'
+          '        self.noise = torch.nn.Parameter(torch.randn(2, 3))\n'
+          '        ### END SOLUTION\n\n'
+          '    def forward(self, x):\n'
+          '        ### BEGIN SOLUTION\n'
+          '        return x * self.factor\n'
+          '        ### END SOLUTION\n\n'
+          '    def halved(self):\n'
+          '        ### BEGIN SOLUTION\n'
+          '        return self.factor / 2\n'
+          '        ### END SOLUTION\n')
+SCALER_SUITE = '''import pytest
+import torch
+
+pytestmark = pytest.mark.question("Scaler")
 
 
-def test_a_result_that_stays_in_the_sandbox_is_never_evidence_of_equivalence(make_course, cells):
-    """Every result of `wrap` holds a handle, which compares equal to nothing: the survivor is not judged
-    (neither called different because of the handle, nor equivalent for want of evidence)."""
-    root = make_course(cells=[cells.readonly("setup", "import torch"), cells.answer("wrap", WRAP)],
-                       grader_tests={"test_wrap.py": WRAP_SUITE})
-    [verdict] = run(load_course(root).get(ASSIGNMENT), kinds={"arithmetic swapped"}, jobs=1).verdicts
-    assert verdict.status == "survived"
-    assert verdict.message == "not judged: the suite never calls `wrap` itself with a result the grader can compare"
+@pytest.mark.points(1)
+def test_shapes(submission):
+    layer = submission.Scaler(3)
+    assert layer(torch.randn(2, 4, generator=torch.Generator().manual_seed(0))).shape == (2, 4)
+    assert layer.noise.shape == (2, 3)
+'''
+
+
+def test_mutants_reached_only_through_an_object_are_judged_by_replaying_what_the_suite_did_with_it(make_course, cells):
+    """The suite builds a Scaler (a handle: it stays in the sandbox), calls it and reads an attribute. The
+    replay follows the object: `.float()` dropped in `__init__` changes nothing the suite can see
+    (equivalent), `x / factor` in `forward` does (not equivalent, at the call of the object), and a mutant
+    of `halved`, which nothing calls, is never run by any replayed step: not judged, whatever it returns."""
+    root = make_course(cells=[cells.readonly("setup", "import torch"), cells.answer("Scaler", SCALER)],
+                       grader_tests={"test_scaler.py": SCALER_SUITE})
+    report = run(load_course(root).get(ASSIGNMENT), kinds={".float() removed", "arithmetic swapped"}, jobs=2)
+    verdicts = {v.mutant.function: v for v in report.verdicts}
+    assert set(verdicts) == {"Scaler.__init__", "Scaler.forward", "Scaler.halved"}
+    assert verdicts["Scaler.__init__"].status == "equivalent", verdicts["Scaler.__init__"].message
+    assert verdicts["Scaler.forward"].status == "survived"
+    assert verdicts["Scaler.forward"].message.startswith("not equivalent: differs from the solution on `Scaler(...)` as the suite made it")
+    assert verdicts["Scaler.halved"].status == "survived"
+    assert verdicts["Scaler.halved"].message.startswith(
+        "not judged: none of the 9 replayed steps of the suite runs line 18 of `Scaler.halved`")
+
+
+def test_the_probe_raises_exactly_where_the_changed_statement_would_run():
+    """A change inside an `elif` test is probed at the outer `if` (an `elif` cannot become a `raise`); a
+    change in a body statement at that statement; code around it stays as it is."""
+    source = ("def f(x):\n"
+              "    ### BEGIN SOLUTION\n"
+              "    y = x + 1\n"
+              "    if x > 0:\n"
+              "        y = y * 2\n"
+              "    elif x < -3:\n"
+              "        y = 0\n"
+              "    return y\n"
+              "    ### END SOLUTION\n")
+    probes = {(m.kind, m.source.splitlines()[m.line - 1].strip()): m.probe for m in cell_mutants(source)}
+    raised = "raise type('AutograderReachProbe', (BaseException,), {})()"
+    body = probes[("arithmetic swapped", "y = y / 2")].splitlines()
+    assert body[4] == f"        {raised}" and body[2:4] == ["    y = x + 1", "    if x > 0:"] and body[5] == "    elif x < -3:"
+    outer = probes[("comparison swapped", "elif x <= -3:")].splitlines()
+    assert outer[3] == f"    {raised}" and outer[4] == "    return y"
+    for probe in probes.values():
+        ast.parse(probe)
+
+def test_random_variants_also_change_the_layers_a_test_passes():
+    """A layer the suite hands over crosses as its parameters; the random runs of the replay perturb them
+    (same shapes, dtypes and frozen flags), so a mutant that only misuses the layer's weights is not judged
+    equivalent on the suite's one layer."""
+    import torch
+
+    from autograder.authoring.mutants import _perturb
+    from autograder.grading import wire
+
+    base = torch.nn.Linear(4, 3)
+    base.weight.requires_grad_(False)
+    ref = wire._argument_leaf(torch.nn.Sequential(base))
+    new = _perturb(ref, torch.Generator().manual_seed(0))
+    [(name, child)] = new.children.items()
+    old = ref.children[name]
+    for key in ("weight", "bias"):
+        assert child.parameters[key].shape == old.parameters[key].shape
+        assert not torch.equal(child.parameters[key], old.parameters[key])
+    assert child.frozen == ["weight"] and child.attributes == old.attributes

@@ -10,8 +10,10 @@ sandbox, hidden suite and timeouts) next to the solution itself.
 A mutant is *killed* when it fails a test the solution passes, *timed out* when the only tests it
 loses ran out of time, *error* when the grader could not grade it or a test it loses was a grader
 error, and otherwise it passed everything the solution passes. Such a mutant is *equivalent* when it
-returns exactly what the solution returns on every call the hidden suite made and on randomly
-perturbed copies of those calls (`_equivalence`), *accepted* when the instructor lists it in the
+returns exactly what the solution returns at every request the hidden suite made (calls of the
+notebook's functions and classes, calls and attribute reads of the objects they returned), replayed in
+order as made and with randomly perturbed tensors, and one of those requests runs the changed statement
+(`_equivalence`); *accepted* when the instructor lists it in the
 assignment's `mutation_accepted` with a reason, and *survived* otherwise. Equivalent and accepted
 mutants count neither as survivors nor in the score. A change that leaves the function's syntax tree
 unchanged is never generated.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import dataclasses
 import difflib
 import hashlib
 import math
@@ -33,6 +36,7 @@ import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import nbformat
 
@@ -46,6 +50,7 @@ RANDOM_VARIANTS = 2  # randomly perturbed replays of each call the suite made, f
 _COMPARE_SWAPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt}
 _ARITH_SWAPS = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult}
 _CASTS = {"float", "half", "bfloat16", "double"}  # `.float()` etc.: removed like `.to(dtype)`
+PROBE = "AutograderReachProbe"  # raised by a survivor's probe where its change would run (not an Exception: few catch it)
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class Mutant:
     line: int  # in the cell
     source: str  # the whole mutated cell
     diff: str
+    probe: str  # the solution cell with the statement around the change replaced by raising PROBE ("": none)
 
 
 @dataclass
@@ -296,8 +302,36 @@ def _mutated_source(source: str, target: ast.AST, replacement: ast.AST) -> str |
     return None
 
 
-def cell_mutants(source: str) -> list[tuple[str, str, int, str]]:
-    """(function, kind, line, mutated source) for every mutation of the solution code of one cell."""
+class CellMutant(NamedTuple):
+    function: str
+    kind: str
+    line: int
+    source: str  # the mutated cell
+    probe: str  # the unmutated cell, raising PROBE where the mutated statement would run ("" where none parses)
+
+
+def _reach_probe(source: str, function: ast.AST, target: ast.AST) -> str:
+    """The cell with the innermost statement of `function` around `target` replaced by `raise PROBE`
+    (the next one out where that does not parse as intended, as for an `elif`): the statement runs
+    exactly when the probe raises."""
+    def holds(statement: ast.stmt) -> bool:
+        return ((statement.lineno, statement.col_offset) <= (target.lineno, target.col_offset)
+                and (target.end_lineno, target.end_col_offset) <= (statement.end_lineno, statement.end_col_offset))
+
+    around = [node for node in ast.walk(function) if isinstance(node, ast.stmt) and node is not function and holds(node)]
+    for statement in sorted(around, key=lambda n: (n.lineno, n.col_offset), reverse=True):
+        probe = _mutated_source(source, statement, _probe_statement())
+        if probe is not None:
+            return probe
+    return ""
+
+
+def _probe_statement() -> ast.stmt:
+    return ast.parse(f"raise type({PROBE!r}, (BaseException,), {{}})()").body[0]
+
+
+def cell_mutants(source: str) -> list[CellMutant]:
+    """Every mutation of the solution code of one cell."""
     tree = ast.parse(source)
     allowed = _solution_lines(source)
     found = []
@@ -314,7 +348,7 @@ def cell_mutants(source: str) -> list[tuple[str, str, int, str]]:
                 continue
             mutated = _mutated_source(source, target, new)
             if mutated is not None:
-                found.append((name, kind, target.lineno, mutated))
+                found.append(CellMutant(name, kind, target.lineno, mutated, _reach_probe(source, function, target)))
     return found
 
 
@@ -340,12 +374,12 @@ def generate(notebook: Path) -> list[Mutant]:
         if cell.cell_type != "code" or not (meta.get("solution") or BEGIN in cell.source):
             continue
         question = meta.get("grade_id", f"cell {index + 1}")
-        for function, kind, line, mutated in cell_mutants(cell.source):
+        for function, kind, line, mutated, probe in cell_mutants(cell.source):
             diff = "".join(difflib.unified_diff(cell.source.splitlines(keepends=True),
                                                 mutated.splitlines(keepends=True),
                                                 f"solution cell {index + 1}", "mutant", n=1))
             mutants.append(Mutant(_mutant_id(question, function, kind, diff, taken), len(mutants), index, question,
-                                  function, kind, line, mutated, diff))
+                                  function, kind, line, mutated, diff, probe))
     return mutants
 
 
@@ -385,16 +419,34 @@ def _solution_problem(result) -> str:
 
 
 # ---------------------------------------------------------------- equivalent survivors
-# The verdict is reached here, in the trusted process: the sandboxes only answer calls. The calls are
-# those the hidden suite made when it graded the solution (recorded by the oracle), replayed as they
-# were and with every tensor argument replaced by a random one of the same shape and dtype.
+# The verdict is reached here, in the trusted process: the sandboxes only answer requests. The requests
+# are those the hidden suite made when it graded the solution (recorded by the oracle: calls of the
+# notebook's functions and classes, and calls and attribute reads of the objects they returned), replayed
+# in order, as they were and with every tensor argument replaced by a random one of the same shape and
+# dtype. An object that stays in the sandbox is followed through the replay by the requests that use it.
+
+
+@dataclass(frozen=True)
+class _Step:
+    label: str
+    request: dict  # decoded; its HandleRefs are the recorded run's
+    run: int  # 0: as the suite made it; 1..RANDOM_VARIANTS: on random inputs (each run has its own objects)
+    generation: int  # of the recorded sandbox, whose table the HandleRefs index
+    returned: tuple[int, ...]  # the recorded ids of the handles its reply held, in `wire.walk` order
 
 
 def _perturb(value, generator):
     """A random tensor of `value`'s shape, dtype and device near it (floats: Gaussian noise of its
-    spread; integers: uniform from its min to its max); anything else as it is."""
+    spread; integers: uniform from its min to its max); a module the test passes, with such parameters;
+    anything else as it is."""
     import torch
 
+    from autograder.grading import wire
+
+    if isinstance(value, wire.ModuleRef):
+        return dataclasses.replace(
+            value, parameters={n: _perturb(t, generator) for n, t in value.parameters.items()},
+            children={n: _perturb(c, generator) for n, c in value.children.items()})
     if type(value) is not torch.Tensor or value.numel() == 0 or value.dtype == torch.bool or value.is_complex():
         return value
     base = value.detach().cpu()
@@ -408,49 +460,41 @@ def _perturb(value, generator):
     return new.to(dtype=value.dtype, device=value.device)
 
 
-def _contains(value, kind: type) -> bool:
-    from autograder.grading import wire
-
-    found: list = []
-    wire.walk(value, lambda v: found.append(v) if isinstance(v, kind) else v)
-    return bool(found)
-
-
-def _replays(calls: list[tuple[str, bytes]]) -> list[tuple[str, str, bytes]]:
-    """(function, label, request) of the suite's calls, then RANDOM_VARIANTS perturbed copies of each.
-    Calls on an object an earlier call returned cannot be replayed and are left out; tripwires are not
-    armed (a mutant changes no API call of the solution)."""
+def _replays(calls: list) -> list[_Step]:
+    """The suite's requests (RecordedRequest) in order, then RANDOM_VARIANTS more runs of all of them with
+    perturbed tensors. Tripwires are not armed (a mutant changes no API call of the solution)."""
     import torch
 
     from autograder.grading import wire
 
-    requests = []
-    for name, payload in calls:
-        request = wire.decode_message(payload)
-        if not _contains([request["args"], request["kwargs"]], wire.HandleRef):
-            requests.append((name, {**request, "forbidden": []}))
+    recorded = [(c, {**wire.decode_message(c.payload), "forbidden": []}) for c in calls]
+    steps = [_Step(c.label, r, 0, c.generation, tuple(c.returned)) for c, r in recorded]
     generator = torch.Generator().manual_seed(SEED)
-    replays = [(name, f"{name} as the suite called it", wire.encode_message(r)) for name, r in requests]
-    for _ in range(RANDOM_VARIANTS):
-        for name, request in requests:
+    for run in range(1, RANDOM_VARIANTS + 1):
+        for c, request in recorded:
             args, kwargs = wire.walk([request["args"], request["kwargs"]], lambda v: _perturb(v, generator))
-            replays.append((name, f"{name} on random inputs",
-                            wire.encode_message({**request, "args": args, "kwargs": kwargs})))
-    return replays
+            steps.append(_Step(c.label, {**request, "args": args, "kwargs": kwargs}, run,
+                               c.generation, tuple(c.returned)))
+    return steps
 
 
 def _same(a, b) -> bool:
-    """Exactly equal: same types, dtypes and shapes, equal elements (NaN where the other has NaN)."""
+    """Exactly equal: same types, dtypes and shapes, equal elements (NaN where the other has NaN); objects
+    that stay in the sandbox by their type (what is done with them is compared by the requests that use them)."""
     import torch
+
+    from autograder.grading.oracle import Handle
 
     if type(a) is not type(b):
         return False
+    if isinstance(a, Handle):
+        return a.remote_type == b.remote_type
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(map(_same, a, b))
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, torch.Tensor):
-        if a.dtype != b.dtype or a.shape != b.shape or a.device != b.device:
+        if a.dtype != b.dtype or a.shape != b.shape or a.device != b.device or a.requires_grad != b.requires_grad:
             return False
         if a.is_floating_point() or a.is_complex():
             nan = a.isnan()
@@ -458,70 +502,95 @@ def _same(a, b) -> bool:
         return torch.equal(a, b)
     if isinstance(a, float) and math.isnan(a):
         return math.isnan(b)
-    return a == b  # a handle to an object in the sandbox equals nothing: never judged equivalent
+    return a == b
 
 
-def _replay(assignment: Assignment, notebook: str, replays: list, expected: list | None = None) -> list:
-    """What each replayed call gives in a sandbox running `notebook`, in order: ("returned", value),
-    ("raised", exception type) or ("failed", message); ("lost", None) when it timed out or died. With
-    `expected` (which holds no "lost"), stops at the first outcome that differs from it."""
+def _replay(assignment: Assignment, notebook: str, steps: list[_Step], stop=None) -> list:
+    """What each step gives in one sandbox running `notebook`, in order: ("returned", value), ("raised",
+    exception type) or ("failed", message); ("lost", None) when it timed out or died, or uses an object this
+    replay does not have. Stops after the first outcome `stop(index, outcome)` is true for."""
+    from autograder.grading import wire
     from autograder.grading.extraction import extract
-    from autograder.grading.oracle import GradingSession, StudentFault, SubmissionError
+    from autograder.grading.oracle import GradingSession, GraderFault, Handle, StudentFault, SubmissionError
     from autograder.grading.sandbox import SandboxDied, SandboxTimeout
 
     session = GradingSession(assignment, extract(Path(notebook), assignment.extraction))
+    objects: dict[tuple, wire.HandleRef] = {}  # (run, recorded generation, recorded id) -> this replay's
     outcomes = []
     try:
-        for index, (_, label, payload) in enumerate(replays):
+        for index, step in enumerate(steps):
+            missing: list = []
+
+            def ours(value, step=step, missing=missing):
+                if not isinstance(value, wire.HandleRef):
+                    return value
+                key = (step.run, step.generation, value.id)
+                if key not in objects:
+                    missing.append(key)
+                return objects.get(key, value)
+
+            request = wire.walk(step.request, ours)
             session.used_s = 0.0  # replays run several times the suite's calls: only the per-call limit applies
+            if missing:
+                outcomes.append(("lost", None))
+                continue
             try:
-                outcome = ("returned", session.send(payload, label))
+                value = session.send(wire.encode_message(request), step.label, retry=not objects)
+                outcome = ("returned", value)
+                handles: list = []
+                wire.walk(value, lambda leaf: handles.append(leaf._handle_ref) if isinstance(leaf, Handle) else None)
+                if len(handles) == len(step.returned):
+                    objects.update({(step.run, step.generation, old): new for old, new in zip(step.returned, handles)})
             except SubmissionError as exc:
                 outcome = ("raised", exc.type_name)
             except StudentFault as exc:
                 outcome = ("failed", str(exc))
-            except (SandboxTimeout, SandboxDied):
+            except (SandboxTimeout, SandboxDied, GraderFault):
                 outcome = ("lost", None)
             outcomes.append(outcome)
-            if expected is not None and not _same(outcome, expected[index]):
+            if stop is not None and stop(index, outcome):
                 break
     finally:
         session.close()
     return outcomes
 
 
-def _equivalence(course_root: str, assignment_id: str, solution: str, survivors: dict[str, str]) -> dict[str, str]:
-    """Runs in a grading worker: for each survivor (id -> notebook), "" when it gives exactly what the
-    solution gives on every replayed call, else the first call where it does not, or why it cannot be
-    judged: only a mutant whose own function the suite calls directly can be equivalent."""
+def _equivalence(course_root: str, assignment_id: str, solution: str, survivors: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """Runs in a grading worker: for each survivor (id -> (mutant notebook, probe notebook)), "" when it gives
+    exactly what the solution gives at every replayed step and a step runs its changed statement (its probe
+    raises there), else the first step where it differs, or why it cannot be judged."""
     from autograder.course.config import load_course
     from autograder.grading.extraction import extract
-    from autograder.grading.oracle import Handle, run_suite
+    from autograder.grading.oracle import run_suite
 
     assignment = load_course(Path(course_root)).get(assignment_id)
-    functions = {m.id: m.function for m in generate(Path(solution))}
+    mutants = {m.id: m for m in generate(Path(solution))}
     calls: list = []
     run_suite(assignment, extract(Path(solution), assignment.extraction), calls=calls)
-    replays = _replays(calls)
-    expected = _replay(assignment, solution, replays)
-    # What the solution gives no comparable answer on (it ran out of time, or returned an object that
-    # stays in the sandbox, such as a model) tells nothing apart.
-    kept = [(r, e) for r, e in zip(replays, expected) if e[0] != "lost" and not _contains(e[1], Handle)]
-    replays, expected = [r for r, _ in kept], [e for _, e in kept]
+    steps = _replays(calls)
+    expected = _replay(assignment, solution, steps)
+    # Compared: the steps where the solution gives an answer, and the same answer again in a second sandbox
+    # (not where it timed out, nor where it draws unseeded random numbers).
+    again = _replay(assignment, solution, steps)
+    compared = [e[0] != "lost" and _same(e, a) for e, a in zip(expected, again)]
     found = {}
-    for mutant, notebook in survivors.items():
-        if not any(name == functions[mutant] for name, _, _ in replays):
-            found[mutant] = (f"not judged: the suite never calls `{functions[mutant]}` itself with a result "
-                             "the grader can compare")
+    for mutant_id, (notebook, probe) in survivors.items():
+        mutant = mutants[mutant_id]
+        outcomes = _replay(assignment, notebook, steps, lambda i, o: compared[i] and not _same(o, expected[i]))
+        last = len(outcomes) - 1
+        if compared[last] and not _same(outcomes[last], expected[last]):
+            how = "as the suite made it" if steps[last].run == 0 else "on random inputs"
+            found[mutant_id] = (f"not equivalent: differs from the solution on `{steps[last].label}` {how} "
+                                f"(step {last + 1} of {len(steps)} replayed)")
             continue
-        outcomes = _replay(assignment, notebook, replays, expected)
-        differs = not _same(outcomes[-1], expected[len(outcomes) - 1])
-        found[mutant] = (f"not equivalent: differs from the solution on `{replays[len(outcomes) - 1][1]}` "
-                         f"(call {len(outcomes)} of {len(replays)} replayed)") if differs else ""
+        reached = probe and _replay(assignment, probe, steps, lambda i, o: o == ("raised", PROBE))[-1:] == [("raised", PROBE)]
+        found[mutant_id] = "" if reached else (
+            f"not judged: none of the {len(steps)} replayed steps of the suite runs line {mutant.line} of "
+            f"`{mutant.function}` (it is reached only through code the suite does not call, or not at all)")
     return found
 
 
-def _judge_equivalence(assignment: Assignment, solution: str, survivors: dict[str, str]) -> dict[str, str]:
+def _judge_equivalence(assignment: Assignment, solution: str, survivors: dict[str, tuple[str, str]]) -> dict[str, str]:
     """`_equivalence` in a worker process (this one stays free of torch and of the sandboxes' traffic)."""
     from autograder.grading import warm
 
@@ -552,15 +621,19 @@ def run(assignment: Assignment, limit: int | None = None, jobs: int | None = Non
     chosen = sample(all_mutants, limit)
     root, suite = str(assignment.root), suite_hash(assignment)
     nb = nbformat.read(notebook[0], as_version=4)
+
+    def written(mutant: Mutant, source: str, folder: str) -> str:
+        """The solution notebook with the mutant's cell replaced by `source`, in a folder of its own."""
+        copy_nb = copy.deepcopy(nb)
+        copy_nb.cells[mutant.cell].source = source
+        path = Path(tmp) / mutant.id / folder / f"{assignment.id}.ipynb"
+        path.parent.mkdir(parents=True)
+        nbformat.write(copy_nb, path)
+        return str(path)
+
     with tempfile.TemporaryDirectory(prefix=f"autograder-mutants-{assignment.id}-") as tmp:
         todo = [Job(root, assignment.id, "solution", str(notebook[0]), suite)]
-        for mutant in chosen:
-            copy_nb = copy.deepcopy(nb)
-            copy_nb.cells[mutant.cell].source = mutant.source
-            path = Path(tmp) / mutant.id / f"{assignment.id}.ipynb"
-            path.parent.mkdir()
-            nbformat.write(copy_nb, path)
-            todo.append(Job(root, assignment.id, mutant.id, str(path), suite))
+        todo += [Job(root, assignment.id, m.id, written(m, m.source, "mutant"), suite) for m in chosen]
         outcomes: dict[str, SubmissionResult | BaseException] = {}
         for job, outcome in run_jobs(todo, jobs):
             outcomes[job.submission_id] = outcome
@@ -570,12 +643,13 @@ def run(assignment: Assignment, limit: int | None = None, jobs: int | None = Non
         problem = _solution_problem(solution)
         passed_by_solution = set() if problem else {r.test_id for r in solution.results if r.status == "passed"}
         verdicts = [_verdict(m, outcomes[m.id], passed_by_solution) for m in chosen]
-        survivors = {v.mutant.id: str(Path(tmp) / v.mutant.id / f"{assignment.id}.ipynb")
+        survivors = {v.mutant.id: (str(Path(tmp) / v.mutant.id / "mutant" / f"{assignment.id}.ipynb"),
+                                   v.mutant.probe and written(v.mutant, v.mutant.probe, "probe"))
                      for v in verdicts if v.status == "survived"}
         judged = _judge_equivalence(assignment, str(notebook[0]), survivors) if survivors and not problem else {}
     for v in verdicts:
         if v.mutant.id in judged:
-            v.message = judged[v.mutant.id] or "returns exactly what the solution returns on every replayed call"
+            v.message = judged[v.mutant.id] or "returns exactly what the solution returns at every replayed step"
             v.status = "survived" if judged[v.mutant.id] else "equivalent"
         if v.status == "survived" and v.mutant.id in assignment.mutation_accepted:
             v.status, v.message = "accepted", assignment.mutation_accepted[v.mutant.id]

@@ -133,6 +133,18 @@ class Handle:
 
 
 @dataclass
+class RecordedRequest:
+    """A call or attribute read the suite made of the notebook's code, kept for `mutants` to replay in
+    order. Handles are ids in one sandbox's table: `returned` (the ids of the handles the reply held, in
+    `wire.walk` order) and `generation` let a replay map them to the objects its own sandbox returns."""
+
+    label: str
+    payload: bytes
+    generation: int
+    returned: list[int] = field(default_factory=list)
+
+
+@dataclass
 class GradingSession:
     """One submission graded by one suite: owns the sandbox, restarts it after a death."""
 
@@ -151,7 +163,7 @@ class GradingSession:
     generation: int = 0
     fed_recorders: list = field(default_factory=list)
     notes: list = field(default_factory=list)
-    calls: list | None = None  # (label, request) of each call of a notebook function, for `mutants` to replay
+    calls: list | None = None  # a RecordedRequest of each request the suite makes, for `mutants` to replay
     input_recorders: list = field(default_factory=list)  # `submission.changed_inputs()` blocks now open
 
     def __post_init__(self):
@@ -242,13 +254,16 @@ class GradingSession:
             "args": list(args), "kwargs": dict(kwargs or {}), "forbidden": sorted(self.forbidden_now),
             **({"echo_inputs": True} if echo else {}),
         })
-        if self.calls is not None and op == "call" and isinstance(target, str):
-            self.calls.append((label, payload))
-        if not echo:
-            return self.send(payload, label, retry=not held)
-        before = wire.input_tensors(list(args), dict(kwargs or {}))
+        record = None
+        if self.calls is not None:
+            record = RecordedRequest(label, payload, self.generation)
+            self.calls.append(record)
+        before = wire.input_tensors(list(args), dict(kwargs or {})) if echo else None
         value = self.send(payload, label, retry=not held)
-        for recorder in self.input_recorders:
+        if record is not None:
+            record.generation = self.generation
+            wire.walk(value, lambda leaf: record.returned.append(leaf._handle_ref.id) if isinstance(leaf, Handle) else None)
+        for recorder in self.input_recorders if echo else ():
             recorder.record(label, before, self._inputs_after)
         return value
 
@@ -551,7 +566,7 @@ def run_suite(assignment: Assignment, code: Extracted, isolate: bool = True, tra
     """Run the assignment's hidden suite against extracted code; returns the filled session.
     `trace` names a file that always holds the call in progress (for a post-mortem of this process);
     `only_gpu` runs just the GPU-marked tests (completing a grade a CPU grader left incomplete);
-    `calls`, when given, receives every call of a notebook function the suite makes."""
+    `calls`, when given, receives every request the suite makes of the notebook's code (RecordedRequest)."""
     session = GradingSession(assignment, code, isolate, trace, calls=calls)
     plugin = OraclePlugin(session, cuda_available())
     # No ini file: the course's own pytest settings (the framework's tests) must not leak in. Nor a
