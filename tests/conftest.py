@@ -73,7 +73,9 @@ CORRECT = (
     "    return logits.masked_fill(logits < kth, float('-inf'))\n"
 )
 HIDDEN_TEST_LINE = "assert top_k_filter(torch.eye(3), 1).isinf().sum() == 6"
+QUESTION = "**Reflection.** How do top-k and top-p differ in the candidates they keep?"
 MODEL_ANSWER = "Top-k keeps a fixed number of candidates, top-p adapts to the shape of the distribution."
+LIMITS_QUESTION = "**Reflection.** What does top-p need that top-k does not?"
 
 
 class Cells:
@@ -130,6 +132,7 @@ def demo_cells() -> list:
             "check_top_k_filter",
             f'check("top_k_filter")\n### BEGIN HIDDEN TESTS\n{HIDDEN_TEST_LINE}\n### END HIDDEN TESTS',
         ),
+        Cells.markdown(QUESTION),  # the release replaces the answer cell's text: the question stands above it
         Cells.reflection("reflection_sampling", MODEL_ANSWER),
     ]
 
@@ -319,7 +322,7 @@ def handin_notebook(folder: Path, answer: str, *, hostile: bool = False) -> Path
     in its markdown, its outputs and its answers."""
     cells = demo_cells()
     cells[-1].source = answer
-    cells.append(Cells.reflection("reflection_limits", answer + " (limits)", points=1))
+    cells += [Cells.markdown(LIMITS_QUESTION), Cells.reflection("reflection_limits", answer + " (limits)", points=1)]
     if hostile:
         cells.insert(0, Cells.markdown(f"# Hi {SCRIPT}<iframe src=\"https://example.org\"></iframe>"))
         cells[3].outputs = [nbformat.v4.new_output("display_data", data={"text/html": SCRIPT, "text/plain": SCRIPT}),
@@ -329,8 +332,8 @@ def handin_notebook(folder: Path, answer: str, *, hostile: bool = False) -> Path
 
 @pytest.fixture
 def workspace(make_course, tmp_path) -> Workspace:
-    root = make_course(demo_cells() + [Cells.reflection("reflection_limits", "Top-p needs a sorted vocabulary.",
-                                                        points=1)])
+    root = make_course(demo_cells() + [Cells.markdown(LIMITS_QUESTION),
+                                       Cells.reflection("reflection_limits", "Top-p needs a sorted vocabulary.", points=1)])
     course = load_course(root)
     db = tmp_path / "gradebook.db"
     ids = ["team01", "team02", HOSTILE_ID]

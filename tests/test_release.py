@@ -14,6 +14,7 @@ from conftest import (
     HIDDEN_TEST_LINE,
     MODEL_ANSWER,
     PUBLIC_CHECKS,
+    QUESTION,
     SOLUTION_LINE,
     demo_cells,
 )
@@ -55,13 +56,14 @@ def snapshot(folder) -> dict:
 
 
 def test_solutions_become_stubs_and_hidden_tests_disappear(assignment):
-    setup, answer, test, reflection = released_notebook(assignment).cells[2:-1]  # after the guide and title
+    setup, answer, test, question, reflection = released_notebook(assignment).cells[2:-1]  # after the guide and title
     assert answer.source == (
         'def top_k_filter(logits, k):\n    """Keep the k largest logits per row."""\n'
         "    # YOUR CODE HERE\n    raise NotImplementedError()"
     )
     assert test.source == 'check("top_k_filter")'
     assert reflection.source == "YOUR ANSWER HERE"
+    assert question.source == QUESTION  # what the student answers stays in view
     assert setup.source == "import torch\nfrom public_checks import check"
 
 
@@ -183,6 +185,13 @@ BROKEN = {
     "answer cell without grade_id": (
         lambda c: [c.answer("", "x = 1")],
         "cell 1: nbgrader cell without a grade_id"),
+    "written answer without a question above it": (
+        lambda c: [c.answer("f", "x = 1"), c.reflection("why", "Because.")],
+        "cell 2 (grade_id 'why'): a written answer's whole text becomes \"YOUR ANSWER HERE\" in the release, so "
+        "students would never see the question: put the question in a markdown cell of its own just above"),
+    "written answer below another one": (
+        lambda c: [c.markdown("Why?"), c.reflection("why", "Because."), c.reflection("how", "Thus.")],
+        "cell 3 (grade_id 'how'): a written answer's whole text becomes"),
     "test cell without points": (
         lambda c: [c.test("t", "assert True", points=None)],
         "cell 1 (grade_id 't'): invalid nbgrader metadata: nbgrader cell 't' does not have points"),
@@ -295,13 +304,13 @@ def test_public_checks_copying_a_hidden_test_line_block_the_release(make_course)
 @pytest.mark.parametrize("leaked, origin", [
     (SOLUTION_LINE, f"{SOURCE_LABEL} cell 3 line 4"),
     (HIDDEN_TEST_LINE, f"{SOURCE_LABEL} cell 4 line 3"),
-    (MODEL_ANSWER, f"{SOURCE_LABEL} cell 5 line 1"),
+    (MODEL_ANSWER, f"{SOURCE_LABEL} cell 6 line 1"),
 ])
 def test_notebook_lines_shown_elsewhere_in_the_release_are_leaks(make_course, cells, leaked, origin):
     source = demo_cells() + [cells.markdown(f"Hint:\n   {leaked}  ")]
     with pytest.raises(ReleaseError, match="would leak") as caught:
         release_assignment(assignment_of(make_course(source)))
-    assert (f"release/{ASSIGNMENT}/{NOTEBOOK} cell 7 line 2: {leaked!r} comes from {origin}, hidden in {ASSIGNMENT}"
+    assert (f"release/{ASSIGNMENT}/{NOTEBOOK} cell 8 line 2: {leaked!r} comes from {origin}, hidden in {ASSIGNMENT}"
             in str(caught.value))
 
 

@@ -328,8 +328,17 @@ def _parse_source(path: Path, root: Path) -> _Source:
             raise ReleaseError(f"{where}: duplicate grade_id, also used by cell {seen[grade_id]}")
         if graded:
             seen[grade_id] = index
+        if cell.cell_type == "markdown" and meta.get("solution") and not _asks(nb.cells[index - 2] if index > 1 else None):
+            raise ReleaseError(f"{where}: a written answer's whole text becomes \"YOUR ANSWER HERE\" in the release, "
+                               "so students would never see the question: put the question in a markdown cell of "
+                               "its own just above (this cell keeps only the model answer)")
         secrets += [(line, f"{label} cell {index} line {n}") for n, line in _hidden_lines(cell, where)]
     return _Source(nb, secrets)
+
+
+def _asks(cell) -> bool:
+    """A cell that can hold a written answer's question: markdown that the release shows as it is."""
+    return cell is not None and cell.cell_type == "markdown" and not cell.metadata.get("nbgrader", {}).get("solution")
 
 
 def _hidden_lines(cell, where: str) -> list[tuple[int, str]]:

@@ -197,9 +197,10 @@ def _notebook(aid: str, title: str) -> nbformat.NotebookNode:
         code('check("example")\n### BEGIN HIDDEN TESTS\nassert rms_normalize(torch.zeros(1, 3)).abs().sum() == 0\n'
              "### END HIDDEN TESTS", id="check-example",
              metadata=_nbgrader("check_example", solution=False, grade=True, locked=True, points=0)),
-        markdown("**Reflection.** Why does `eps` sit under the root and not outside it?\n\n*Model answer:* Under "
-                 "the root it bounds the divisor away from zero for an all-zero row, and its effect on ordinary "
-                 "rows stays negligible whatever their scale.", id="reflection-example",
+        # the release replaces a written answer's whole cell: the question stands in the cell above it
+        markdown("**Reflection.** Why does `eps` sit under the root and not outside it?", id="reflection-question"),
+        markdown("Under the root it bounds the divisor away from zero for an all-zero row, and its effect on "
+                 "ordinary rows stays negligible whatever their scale.", id="reflection-example",
                  metadata=_nbgrader("reflection_example", solution=True, grade=True, locked=False, points=0)),
     ]
     nb = nbformat.v4.new_notebook(cells=cells)
