@@ -16,10 +16,16 @@ def adapter(r: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def loaded(submission, base: torch.nn.Linear, r: int, alpha: float, seed: int):
-    """The student's LoRALinear around `base`, carrying the adapter (A, B) of `seed`."""
+    """The student's LoRALinear around `base`, carrying the adapter (A, B) of `seed`. Loaded leniently: an
+    extra buffer of the student's costs LoRALinear's parameter test, not every test that needs the layer
+    (merge_lora's included); a layer that has nowhere to put A, B or the base's weights cannot be tested."""
     lora = submission.LoRALinear(base, r, alpha)
     a, b = adapter(r, seed)
-    lora.load_state_dict({**{f"base.{k}": v for k, v in base.state_dict().items()}, "A": a, "B": b})
+    keys = lora.load_state_dict({**{f"base.{k}": v for k, v in base.state_dict().items()}, "A": a, "B": b},
+                                strict=False)
+    unexpected = list(keys.unexpected_keys)
+    assert not unexpected, (f"LoRALinear has no {', '.join(unexpected)}: keep the layer as `self.base` and the "
+                            "adapter as the parameters `self.A` and `self.B`")
     return lora, a, b
 
 

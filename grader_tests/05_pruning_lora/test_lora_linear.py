@@ -26,7 +26,12 @@ def test_starts_with_zero_B_and_the_stated_shapes(submission):
 
 @pytest.mark.points(1)
 def test_freezes_the_base_layer_and_trains_the_adapter(submission):
+    """...and holds nothing else: the notebook asks for no other parameters or buffers."""
     lora = submission.LoRALinear(base_layer(2), 4, 8.0)
+    keys = sorted(lora.state_dict())
+    assert keys == ["A", "B", "base.bias", "base.weight"], (
+        f"the layer's state_dict holds {keys}: it must hold exactly base.weight, base.bias, A and B "
+        "(no other parameters or buffers; keep alpha / r as a plain attribute)")
     assert lora.base.weight.requires_grad is False, "base.weight must be frozen (requires_grad False)"
     assert lora.base.bias.requires_grad is False, "base.bias must be frozen (requires_grad False)"
     assert lora.A.requires_grad is True and lora.B.requires_grad is True, "A and B must be trainable parameters"

@@ -41,6 +41,9 @@ def test_rounds_the_number_of_pruned_entries(submission):
     for sparsity in (0.7, 0.3):
         assert_pruned(submission, weights(8, 8, seed=2), sparsity,
                       f"magnitude_prune(w of 64 entries, {sparsity}) (k = round({sparsity} * 64))")
+    # 0.25 * 10 = 2.5 exactly: Python's round gives 2, the even number (rounding a half up gives 3).
+    assert_pruned(submission, weights(2, 5, seed=7), 0.25,
+                  "magnitude_prune(w of 10 entries, 0.25) (k = round(2.5) = 2: a half rounds to the even number)")
 
 
 @pytest.mark.points(1)

@@ -19,7 +19,7 @@ def test_merged_weight_is_w_plus_the_scaled_update(submission):
                  what="merge_lora(layer).weight (W + alpha / r * B @ A)")
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_merged_layer_gives_the_lora_layers_output(submission):
     """Compared with what a correct LoRA layer gives, so a mistake in LoRALinear costs no merge_lora points."""
     base = base_layer(22)
@@ -51,3 +51,17 @@ def test_returns_a_new_linear_and_leaves_the_lora_layer_unchanged(submission):
     assert_close(lora.A, a, what="A after merge_lora")
     assert_close(lora.B, b, what="B after merge_lora")
     assert_close(lora(x), before, what="the LoRA layer's output after merge_lora (it must not change)")
+
+
+@pytest.mark.points(1)
+def test_keeps_the_base_layers_dtype(submission):
+    for dtype in (torch.float64, torch.bfloat16):
+        base = base_layer(32).to(dtype)
+        lora, a, b = loaded(submission, base, 4, 8.0, seed=33)
+        merged = submission.merge_lora(lora)
+        assert (merged.weight.dtype, merged.bias.dtype) == (dtype, dtype), (
+            f"merge_lora of a {dtype} layer gives a {merged.weight.dtype} weight and a {merged.bias.dtype} bias: "
+            "the merged layer has the base layer's dtype")
+        if dtype == torch.float64:  # bfloat16 leaves the precision of the sum to the student
+            assert_close(merged.weight, (base.weight.detach() + 2.0 * b.double() @ a.double()), rtol=1e-5, atol=1e-6,
+                         what="merge_lora(layer).weight of a float64 layer")
