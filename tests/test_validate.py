@@ -182,7 +182,20 @@ def test_state_set_by_code_that_does_not_run_when_grading_is_named_with_its_line
         f"`greedy_generate` uses `default_k`, which cell {number}, line 5 sets (`default_k = 1`); that line does "
         "not run when grading (only top-level imports, `def`, `class` and UPPER_CASE constants do): create it "
         "inside the function, pass it as an argument or make it an UPPER_CASE constant"], report.problems
-    assert f"cell {number}, line 1: qwen_name = \"Qwen/Qwen2.5-0.5B\"" in report.not_run
+    # the student's own line is listed; the release's demo lines around it are only counted
+    assert report.not_run == [f"cell {number}, line 5: default_k = 1"], report.not_run
+    assert report.given_not_run > 3
+    text = report.format()
+    assert "qwen_name" not in text and f"({report.given_not_run} top-level statements) does not run" in text
+
+
+def test_missing_public_checks_are_said_plainly_not_as_a_note(tmp_path):
+    path, _ = solved(tmp_path)
+    (path.parent / "public_checks.py").unlink()
+    report = validate_notebook(path)
+    assert report.checks is None and not any("public_checks" in n for n in report.notes)
+    assert ("Public checks: NOT RUN (keep public_checks.py from the release next to your notebook and validate again)"
+            in report.format())
 
 
 def test_a_default_argument_set_where_it_does_not_run_is_named(tmp_path):

@@ -19,6 +19,7 @@ import contextlib
 import copy
 import fnmatch
 import functools
+import hashlib
 import importlib.metadata
 import io
 import multiprocessing
@@ -81,6 +82,24 @@ def _is_fixed(cell) -> bool:
     return is_locked(cell) or (is_grade(cell) and not is_solution(cell))
 
 
+def _statement_key(node: ast.stmt) -> str:
+    """A statement by what it says, wherever it stands (positions are not part of `ast.dump`)."""
+    return hashlib.sha256(ast.dump(node).encode()).hexdigest()[:16]
+
+
+def _given_statements(nb) -> list[str]:
+    """Keys of the top-level statements of the release's own code cells (demos that load real models,
+    plots): validation does not list them among the student's code that does not run when grading."""
+    keys = set()
+    for cell in nb.cells:
+        if cell.cell_type == "code" and not is_solution(cell):
+            try:
+                keys.update(_statement_key(node) for node in ast.parse(cell.source).body)
+            except SyntaxError:  # IPython syntax: such a cell is the student's to read, not graded
+                continue
+    return sorted(keys)
+
+
 def release_metadata(nb, assignment_id: str, extraction: str, forbidden: dict[str, list[str]]) -> dict:
     """The block of notebook metadata validation reads. Forbidden APIs are one string per task, so no
     line of the release repeats a line of the hidden suite (the leak check would refuse it)."""
@@ -88,7 +107,8 @@ def release_metadata(nb, assignment_id: str, extraction: str, forbidden: dict[st
               for cell in nb.cells if cell.cell_type == "code" and is_solution(cell)}
     locked = [cell.metadata["nbgrader"]["grade_id"] for cell in nb.cells if _is_fixed(cell)]
     return {"assignment": assignment_id, "extraction": extraction, "graded": graded, "locked": locked,
-            "forbidden": {task: ", ".join(apis) for task, apis in forbidden.items() if apis and task in graded}}
+            "forbidden": {task: ", ".join(apis) for task, apis in forbidden.items() if apis and task in graded},
+            "given": _given_statements(nb)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -101,8 +121,10 @@ class Report:
     assignment: str
     problems: list[str] = field(default_factory=list)  # would cost points for a reason other than results
     notes: list[str] = field(default_factory=list)  # worth knowing, costs nothing by itself
-    not_run: list[str] = field(default_factory=list)  # top-level statements the grader skips
+    not_run: list[str] = field(default_factory=list)  # top-level statements of the student's the grader skips
+    given_not_run: int = 0  # ... and of the release's own demo cells, which are only counted
     checks: list[tuple[str, bool, str]] | None = None  # public checks (None: not run)
+    checks_not_run: str = ""  # why they were not run, where that was not the caller's choice
 
     @property
     def exit_status(self) -> int:
@@ -113,8 +135,13 @@ class Report:
         if self.not_run:
             lines += ["", f"Top-level code that does not run when grading ({WHAT_RUNS}):"]
             lines += [f"  {line}" for line in self.not_run]
+        if self.given_not_run:
+            lines += ["", f"The release's own demo code ({self.given_not_run} top-level statements) does not run when "
+                          "grading either; that is expected."]
         if self.notes:
             lines += ["", "Notes:"] + [f"  - {note}" for note in self.notes]
+        if self.checks_not_run:
+            lines += ["", f"Public checks: NOT RUN ({self.checks_not_run})"]
         if self.checks is not None:
             passed = sum(ok for _, ok, _ in self.checks)
             lines += ["", f"Public checks: {passed}/{len(self.checks)} passed (hints only; the hidden tests grade)"]
@@ -371,7 +398,9 @@ def _check_code(meta: dict, code: Extracted, everything: Extracted, report: Repo
     bound = set().union(*(bound_names(s.node) for s in kept)) if kept else set()
     kept_ids = {(s.cell, s.node.lineno) for s in kept}
     skipped = [s for s in _statements(everything) if (s.cell, s.node.lineno) not in kept_ids]
-    report.not_run = [f"{s.where}: {s.first_line}" for s in skipped]
+    given = set(meta.get("given", ()))
+    report.not_run = [f"{s.where}: {s.first_line}" for s in skipped if _statement_key(s.node) not in given]
+    report.given_not_run = len(skipped) - len(report.not_run)
     lost = {}
     for s in skipped:
         for name in _bound_anywhere(s.node):
@@ -557,7 +586,7 @@ def validate_notebook(notebook: Path, release: Path | None = None, run_checks: b
         folders = [notebook.parent] + ([release_notebook.parent] if release_notebook else [])
         checks_dir = next((f for f in folders if (f / CHECKS_FILE).is_file()), None)
         if checks_dir is None:
-            report.notes.append(f"public checks not run: keep {CHECKS_FILE} from the release next to your notebook")
+            report.checks_not_run = f"keep {CHECKS_FILE} from the release next to your notebook and validate again"
         else:
             report.checks = run_public_checks(notebook, meta["extraction"], checks_dir, timeout)
     return report
