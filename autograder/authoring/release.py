@@ -94,9 +94,9 @@ the count, so a function that finishes every call in time is never skipped. Prin
 **CPU and GPU.** The hidden tests also call your graded functions with CUDA tensors and models on a GPU
 runner, and such checks may carry points. Every graded function must work on the CPU and on CUDA alike:
 create new tensors on the input's device (`device=x.device`, `torch.zeros_like(x)`), return results on the
-input's device, and do not multiply int64 tensors with `@` or `matmul` (CUDA has no int64 matrix product:
-multiply in float64, which is exact for int8 codes). Where your machine has a GPU, each task's public check
-runs a CUDA case too.
+input's device, and where you multiply integer tensors (quantization codes, say) do not use `@` or `matmul`
+on them (CUDA has no integer matrix product: multiply in float64, which is exact for small integers). Where
+your machine has a GPU, each task's public check runs a CUDA case too.
 
 **Check** each task with the public check under it (hints only; hidden tests grade).
 
