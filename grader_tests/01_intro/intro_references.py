@@ -61,6 +61,14 @@ def assert_same_filter(result, logits: torch.Tensor, expected: torch.Tensor, wha
     assert_close(result, expected, what=what)
 
 
+def assert_leaves_its_input_alone(submission, function: str, logits: torch.Tensor, *args) -> None:
+    """The notebook: "Return a new tensor of the same shape and dtype; do not modify the input"."""
+    with submission.changed_inputs() as changed:
+        getattr(submission, function)(logits, *args)
+    assert changed.per_call[0][1] == [], (f"{function} changed the logits it was given (in place): return a new "
+                                          "tensor and leave the input as it was")
+
+
 @reference
 def sampling_distribution(logits_row: torch.Tensor, temperature=1.0, top_k=None, top_p=None) -> torch.Tensor:
     """The distribution `generate(do_sample=True)` draws from: temperature, top-k, top-p, softmax."""

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from intro_references import LOGITS_WARPERS, assert_same_filter, random_logits, reference_top_k
+from intro_references import LOGITS_WARPERS, assert_leaves_its_input_alone, assert_same_filter, random_logits, reference_top_k
 
 pytestmark = [pytest.mark.question("top_k_filter"), pytest.mark.forbidden(*LOGITS_WARPERS)]
 
@@ -35,10 +35,11 @@ def test_keeps_ties_with_the_kth_largest(submission):
 
 
 @pytest.mark.points(1)
-def test_half_precision_keeps_dtype(submission):
+def test_keeps_the_dtype_and_leaves_the_input_alone(submission):
     for dtype in (torch.float16, torch.bfloat16):
         assert_top_k_matches(submission, random_logits(3, 50, seed=22).to(dtype), 7,
                              f"{str(dtype).removeprefix('torch.')} logits [3, 50]")
+    assert_leaves_its_input_alone(submission, "top_k_filter", random_logits(3, 50, seed=24), 7)
 
 
 @pytest.mark.gpu

@@ -8,7 +8,7 @@ exception is exact: equal logits give probabilities of exactly 1/n, whose sums a
 import pytest
 import torch
 
-from intro_references import LOGITS_WARPERS, assert_same_filter, random_logits, reference_top_p
+from intro_references import LOGITS_WARPERS, assert_leaves_its_input_alone, assert_same_filter, random_logits, reference_top_p
 
 pytestmark = [pytest.mark.question("top_p_filter"), pytest.mark.forbidden(*LOGITS_WARPERS)]
 
@@ -57,11 +57,12 @@ def test_large_logits_do_not_overflow(submission):
 
 
 @pytest.mark.points(1)
-def test_half_precision_keeps_dtype(submission):
+def test_keeps_the_dtype_and_leaves_the_input_alone(submission):
     for dtype in (torch.float16, torch.bfloat16):
         for p in (0.3, 0.5):
             assert_top_p_matches(submission, random_logits(3, 50, seed=33).to(dtype), p,
                                  f"{str(dtype).removeprefix('torch.')} logits [3, 50]")
+    assert_leaves_its_input_alone(submission, "top_p_filter", random_logits(3, 50, seed=34), 0.3)
 
 
 @pytest.mark.gpu
