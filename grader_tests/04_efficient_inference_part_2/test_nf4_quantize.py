@@ -63,6 +63,8 @@ def test_zero_block_gives_absmax_zero_and_the_code_of_zero(submission):
     w[1] = 0.0  # the second block is all zeros
     q, absmax = submission.nf4_quantize(w, blocksize=64)
     assert_absmax_per_block(absmax, bnb_nf4(w)[1], w.numel())
+    assert float(absmax[1]) == 0.0, (f"absmax of an all-zero block: got {float(absmax[1]):.3g}, expected exactly 0 "
+                                      "(guard the division instead of adding a small epsilon to the absmax)")
     assert_close(q[1], torch.full((64,), 7, dtype=torch.uint8),
                  what="codes of an all-zero block (every element gets code 7, the NF4 value 0.0)")
 

@@ -45,7 +45,9 @@ def test_rounds_half_to_even(submission):
 def test_zero_row_gives_zero_codes_and_zero_scale(submission):
     x = torch.tensor([[1.0, -2.0, 4.0], [0.0, 0.0, 0.0], [-0.5, 0.25, 0.0]])
     q, row_scale = submission.vectorwise_quantize(x)
-    assert_close(row_scale, torch.tensor([4.0, 0.0, 0.5]), what="row_scale with an all-zero middle row")
+    # exact: each row's absmax is one of its entries, and the all-zero row's is 0, not a small epsilon
+    assert_close(row_scale, torch.tensor([4.0, 0.0, 0.5]), rtol=0, atol=0,
+                 what="row_scale with an all-zero middle row (each row's max |x|, exactly 0 for the zero row)")
     assert_close(q, torch.tensor([[32, -64, 127], [0, 0, 0], [-127, 64, 0]], dtype=torch.int8),
                  what="codes of [[1, -2, 4], [0, 0, 0], [-0.5, 0.25, 0]] (each row's absmax maps to +-127; the all-zero "
                       "row must give codes 0, not NaN)")
