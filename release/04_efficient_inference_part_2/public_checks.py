@@ -1,7 +1,8 @@
 """Public checks for 04_efficient_inference_part_2: small, hand-checkable cases in plain torch.
 
 They catch the common slips early (rows instead of columns, a missing zero-row rule, one absmax for
-the whole tensor, per-text averaging); the hidden suite grades against bitsandbytes itself.
+the whole tensor, per-text averaging or n instead of n - 1 predictions per text); the hidden suite grades
+against bitsandbytes itself.
 """
 
 import math
@@ -17,7 +18,8 @@ from autograder.testing import assert_close
 def quantizes_each_row_by_its_own_absmax(vectorwise_quantize):
     x = torch.tensor([[2.0, -1.0, 0.0, 0.5], [0.0, 0.0, 0.0, 0.0], [8.0, 4.0, -2.0, 1.0]])
     q, row_scale = vectorwise_quantize(x)
-    assert_close(row_scale, torch.tensor([2.0, 0.0, 8.0]), what="row_scale (the absmax of each row)")
+    assert_close(row_scale, torch.tensor([2.0, 0.0, 8.0]), rtol=0, atol=0,
+                 what="row_scale (the absmax of each row, exactly 0 for the zero row)")
     # -1 * 127 / 2 = -63.5 and 4 * 127 / 8 = 63.5 are ties: half to even gives -64 and 64.
     assert_close(q, torch.tensor([[127, -64, 0, 32], [0, 0, 0, 0], [127, 64, -32, 16]], dtype=torch.int8),
                  what="codes of a 3-row example (middle row all zeros)")
@@ -74,6 +76,19 @@ def does_not_change_when_a_text_is_repeated(perplexity):
     assert math.isclose(perplexity(qwen, zoo.tiny_tokenizer(), ["Models predict the next token."] * 2), one, rel_tol=1e-5), (
         "repeating the same text must not change the perplexity"
     )
+
+
+@public_check("perplexity")
+def weighs_every_predicted_token_alike(perplexity):
+    qwen, tokenizer = zoo.tiny_model("qwen2"), zoo.tiny_tokenizer()
+    texts = ["Short text.", "A much longer text gives the model many more tokens to predict, one after another."]
+    predictions = [len(tokenizer(text).input_ids) - 1 for text in texts]  # a text of n tokens predicts n - 1
+    each = [math.log(perplexity(qwen, tokenizer, [text])) for text in texts]
+    wanted = math.exp(sum(n * nll for n, nll in zip(predictions, each)) / sum(predictions))
+    got = perplexity(qwen, tokenizer, texts)
+    assert math.isclose(got, wanted, rel_tol=1e-4), (
+        f"perplexity of a short and a long text: got {got:.6g}, expected {wanted:.6g}, the exp of the mean NLL over "
+        f"all {sum(predictions)} predicted tokens ({predictions[0]} + {predictions[1]}), not the mean of per-text values")
 
 
 # --- on the GPU (where one is present): the same answers, on the input's device ------------------

@@ -56,9 +56,10 @@ def keeps_ties_with_the_kth_largest(top_k_filter):
 
 @public_check("top_p_filter")
 def keeps_the_smallest_nucleus(top_p_filter):
-    scores = torch.tensor([[0.3, 0.5, 0.2]]).log()
-    wanted = scores.masked_fill(torch.tensor([[False, False, True]]), NEG_INF)
-    assert_close(top_p_filter(scores, 0.6), wanted, what="top_p_filter(log([0.3, 0.5, 0.2]), p=0.6)")
+    # sorted, the tokens come in the order 2, 0, 1: the decision must go back to each token's own place
+    scores = torch.tensor([[0.3, 0.2, 0.5]]).log()
+    wanted = scores.masked_fill(torch.tensor([[False, True, False]]), NEG_INF)
+    assert_close(top_p_filter(scores, 0.6), wanted, what="top_p_filter(log([0.3, 0.2, 0.5]), p=0.6)")
 
 
 @public_check("top_p_filter")
