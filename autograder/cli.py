@@ -388,9 +388,10 @@ def _print_scores(assignment, results: dict, skipped: set, not_handins: list[tup
 
     from autograder.exports.grades import grade_of, grade_status
     from autograder.grading.handins import graded_name
+    from autograder.grading.review import REVIEW
 
     table = Table(title=f"{assignment.id}: {len(results)} submissions")
-    problems = []
+    problems, reads = [], []
     for column in ("submission", "file", "points", "late", "final", "passed", "failed", "timeout", "notes"):
         table.add_column(column, justify="left" if column in ("submission", "file", "notes") else "right",
                          overflow="fold" if column == "notes" else "ellipsis")  # every note is read in full
@@ -407,8 +408,13 @@ def _print_scores(assignment, results: dict, skipped: set, not_handins: list[tup
             notes.append(status)
         if counts["error"]:
             notes.append(f"{counts['error']} grader errors")
-        if r.load_messages:
-            notes.append(f"{len(r.load_messages.splitlines())} load warnings")
+        lines = r.load_messages.splitlines()
+        to_read = [line.removeprefix(REVIEW) for line in lines if line.startswith(REVIEW)]
+        if to_read:
+            notes.append(f"read by hand ({len(to_read)})")
+            reads.append((sid, to_read))
+        if len(lines) > len(to_read):
+            notes.append(f"{len(lines) - len(to_read)} load warnings")
         if r.due:
             notes.append(f"due {r.due.astimezone(assignment.due.tzinfo):%Y-%m-%d %H:%M} (extension)")
         table.add_row(_plain(sid), _plain(graded_name(Path(r.path), f"{assignment.id}.ipynb")),
@@ -419,6 +425,12 @@ def _print_scores(assignment, results: dict, skipped: set, not_handins: list[tup
     console.print(table)
     for problem in problems:
         console.print(_plain(problem), soft_wrap=True)
+    if reads:
+        console.print(f"to read by hand ({len(reads)}): code that reaches into the interpreter, files, other processes "
+                      "or a library's own code, which graded code never needs (points unchanged):", soft_wrap=True)
+        for sid, found in reads:
+            console.print(_plain(f"  {sid}: {found[0]}" + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")),
+                          soft_wrap=True)
     _print_found(not_handins, handin_problems)
     if skipped:
         console.print(f"{len(skipped)} unchanged submissions were not regraded (--force regrades them)", soft_wrap=True)

@@ -16,8 +16,8 @@ import nbformat
 import pytest
 
 from autograder.cli import main
-from autograder.grading.extraction import extract
-from autograder.student.validate import (ValidateError, _forbidden_uses, _imported, _notebook_path, _statements,
+from autograder.grading.extraction import extract, imported_names
+from autograder.student.validate import (ValidateError, _forbidden_uses, _notebook_path, _statements,
                                          run_public_checks, validate, validate_notebook)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,7 +129,7 @@ def test_forbidden_apis_are_found_by_alias_binding_and_getattr(tmp_path, imports
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]), notebook)
     kept = _statements(extract(notebook))
     function = next(s.node for s in kept if getattr(s.node, "name", "") == "f")
-    assert bool(_forbidden_uses(function, api, {"f", "scaled_dot_product_attention"}, _imported(kept))) == found
+    assert bool(_forbidden_uses(function, api, {"f", "scaled_dot_product_attention"}, imported_names(s.node for s in kept))) == found
 
 
 # --- findings on a notebook started from the release -----------------------------------------------

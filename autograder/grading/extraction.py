@@ -323,3 +323,24 @@ def _defined_in_block(block: ast.stmt):
             yield statement
         elif type(statement) in _BLOCKS:
             yield from _defined_in_block(statement)
+
+
+def imported_names(nodes) -> dict[str, str]:
+    """Name -> the dotted path the top-level statements `nodes` import it as (`F` -> `torch.nn.functional`)."""
+    names = {}
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names.update({(a.asname or a.name.split(".")[0]): (a.name if a.asname else a.name.split(".")[0])
+                          for a in node.names})
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.update({(a.asname or a.name): f"{node.module}.{a.name}" for a in node.names})
+    return names
+
+
+def dotted_name(node: ast.AST) -> list[str] | None:
+    """`torch.nn.functional.softmax` as its parts; None for anything but names and attributes of names."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    return [node.id, *reversed(parts)] if isinstance(node, ast.Name) else None

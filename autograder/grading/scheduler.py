@@ -81,6 +81,7 @@ def _graded(job: Job) -> SubmissionResult:
     from autograder.grading.devices import device_name
     from autograder.grading.extraction import extract  # nbformat: seconds to import, for the workers only
     from autograder.grading.oracle import run_suite
+    from autograder.grading.review import review_notes
 
     stages = timings.current()
     assignment = load_course(Path(job.course_root)).get(job.assignment_id)
@@ -98,7 +99,7 @@ def _graded(job: Job) -> SubmissionResult:
         digest = digest or submission_digest(Path(job.path), f"{assignment.id}.ipynb")
         return SubmissionResult(**common, submission_hash=digest, status="error", message=str(exc), results=[])
     session = run_suite(assignment, code, job.isolate, Path(job.trace) if job.trace else None, job.only_gpu)
-    notes = list(code.warnings) + list(session.load_warnings)
+    notes = list(code.warnings) + review_notes(code) + list(session.load_warnings)
     return SubmissionResult(**common, submission_hash=digest, status="graded", message="",
                             results=session.results, load_messages="\n".join(notes))
 

@@ -33,7 +33,8 @@ import nbformat
 from nbformat.v4.rwbase import rejoin_lines
 from nbgrader.utils import compute_checksum, is_grade, is_locked, is_solution
 
-from autograder.grading.extraction import WHAT_RUNS, Extracted, bound_names, extract, read_notebook_json
+from autograder.grading.extraction import (WHAT_RUNS, Extracted, bound_names, dotted_name, extract, imported_names,
+                                           read_notebook_json)
 from autograder.grading.handins import SubmissionFormatError, shown
 
 METADATA_KEY = "autograder"  # notebook metadata written by the release compiler
@@ -339,27 +340,6 @@ def _failing_imports(kept: list[_Statement]) -> list[tuple[_Statement, str]] | N
     return failing
 
 
-def _imported(kept: list[_Statement]) -> dict[str, str]:
-    """Name -> the dotted path it was imported as (`F` -> `torch.nn.functional`)."""
-    names = {}
-    for statement in kept:
-        node = statement.node
-        if isinstance(node, ast.Import):
-            names.update({(a.asname or a.name.split(".")[0]): (a.name if a.asname else a.name.split(".")[0])
-                          for a in node.names})
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.update({(a.asname or a.name): f"{node.module}.{a.name}" for a in node.names})
-    return names
-
-
-def _dotted(node: ast.AST) -> list[str] | None:
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    return [node.id, *reversed(parts)] if isinstance(node, ast.Name) else None
-
-
 def _forbidden_uses(node: ast.AST, api: str, own: set[str], imported: dict[str, str]) -> list[int]:
     """Lines of `node` that reach `api` by name: `F.scaled_dot_product_attention`, `model.generate`,
     `getattr(x, "name")`, or an operator pattern (`aten::quantize_per_*`) through `torch.ops`. A static
@@ -381,7 +361,7 @@ def _forbidden_uses(node: ast.AST, api: str, own: set[str], imported: dict[str, 
 
     lines = []
     for n in ast.walk(node):
-        chain = _dotted(n) if isinstance(n, ast.Attribute) and n.attr == name else None
+        chain = dotted_name(n) if isinstance(n, ast.Attribute) and n.attr == name else None
         if ((chain and (reaches(".".join([imported[chain[0]], *chain[1:]])) if chain[0] in imported else True))
                 or (isinstance(n, ast.Name) and (reaches(imported[n.id]) if n.id in imported
                                                  else n.id == name and name not in own))
@@ -450,7 +430,7 @@ def _check_code(meta: dict, code: Extracted, everything: Extracted, report: Repo
             report.notes.append(f"{s.where}: `{s.first_line}` fails when grading (the grader has no {why}); no "
                                 "graded function uses it, so this costs nothing")
 
-    imported = _imported(kept)
+    imported = imported_names(s.node for s in kept)
     forbidden = meta.get("forbidden", {})
     for name, tasks in sorted(reached.items()):
         by_api: dict[str, list[str]] = {}

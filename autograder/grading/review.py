@@ -1,0 +1,127 @@
+"""Code a TA should read by hand: what a submission's grading-time code does besides computing.
+
+The sandbox contains a hostile submission and no verdict depends on it, but its tripwires (the checks for
+forbidden library calls) live in the student's own process, where a deliberate attack on them could go
+unseen in the scores. Graded code in this course never needs to reach into the interpreter, the file
+system, other processes or the libraries' own code, so code that does is listed: read from the extracted
+source in the trusted grader, shown in the TA's score table and on the feedback page. A flag changes no
+points; it is a reason to read the notebook, not a verdict.
+"""
+
+from __future__ import annotations
+
+import ast
+from fnmatch import fnmatchcase
+
+from autograder.grading.extraction import Extracted, dotted_name, imported_names
+
+REVIEW = "For a TA to read: "  # how these lines start among a submission's load messages
+
+_MODULES = {  # importing one of these at all
+    "ctypes": "calls native code directly", "_ctypes": "calls native code directly", "cffi": "calls native code directly",
+    "gc": "walks the interpreter's objects", "importlib": "imports modules anew", "builtins": "changes built-ins",
+    "subprocess": "runs other programs", "pty": "runs other programs", "multiprocessing": "starts processes",
+    "signal": "sends or catches signals", "socket": "opens network connections",
+}
+_DOTTED = {  # reaching one of these through an import (patterns)
+    "sys._getframe": "reads other frames", "inspect.currentframe": "reads other frames",
+    "inspect.stack": "reads other frames", "inspect.getouterframes": "reads other frames",
+    "inspect.trace": "reads other frames", "inspect.getsource*": "reads other code's source",
+    "inspect.getfile": "reads other code's source", "sys.settrace": "hooks the interpreter",
+    "sys.setprofile": "hooks the interpreter", "threading.settrace": "hooks the interpreter",
+    "sys.addaudithook": "hooks the interpreter", "sys.monitoring*": "hooks the interpreter",
+    "sys.modules": "changes loaded modules", "sys.meta_path": "changes how modules load",
+    "sys.exit": "ends the process", "os._exit": "ends the process", "os.kill*": "sends signals",
+    "os.fork*": "starts processes", "os.system": "runs other programs", "os.popen": "runs other programs",
+    "os.exec*": "runs other programs", "os.spawn*": "runs other programs", "os.walk": "lists files",
+    "os.listdir": "lists files", "os.scandir": "lists files", "glob.*glob": "lists files",
+}
+_ATTRIBUTES = {  # these names on any object, or as a string (`getattr(f, "__code__")`)
+    "f_back": "reads other frames", "f_globals": "reads other frames", "f_locals": "reads other frames",
+    "f_builtins": "reads other frames", "tb_frame": "reads other frames", "gi_frame": "reads other frames",
+    "__code__": "reads or replaces code objects", "co_consts": "reads or replaces code objects",
+    "co_code": "reads or replaces code objects", "__closure__": "reads closures", "cell_contents": "reads closures",
+    "__globals__": "reads other functions' globals", "__builtins__": "changes built-ins",
+    "__subclasses__": "walks the class hierarchy", "__wrapped__": "unwraps other code",
+    "DisableTorchFunction": "switches torch's dispatch checks off",
+    "_DisableTorchFunction": "switches torch's dispatch checks off",
+    "_pop_mode_temporarily": "switches torch's dispatch checks off",
+    "iterdir": "lists files", "rglob": "lists files",
+}
+_CALLS = {"exec": "runs code built at run time", "eval": "runs code built at run time",
+          "compile": "runs code built at run time", "__import__": "imports by a computed name",
+          "breakpoint": "stops for a debugger", "open": "opens files"}
+_COMPARISONS = {"__eq__", "__ne__", "__bool__", "__torch_function__", "__torch_dispatch__", "__instancecheck__"}
+
+
+def review_notes(code: Extracted) -> list[str]:
+    """One line per place in the code that runs at grading time where it does what graded code never needs."""
+    notes: dict[tuple, str] = {}
+    for cell in code.cells:
+        body = ast.parse(cell.source).body
+        kept = [body[i] for i in cell.keep]
+        imported = imported_names(n for top in kept for n in ast.walk(top) if isinstance(n, (ast.Import, ast.ImportFrom)))
+        for top in kept:
+            for node in ast.walk(top):
+                for what, why in _findings(node, imported):
+                    notes.setdefault((cell.number, node.lineno, what),
+                                     f"{REVIEW}cell {cell.number}, line {node.lineno}: {what} ({why})")
+    return [notes[key] for key in sorted(notes)]
+
+
+def _resolved(node: ast.AST, imported: dict[str, str]) -> str | None:
+    """The dotted path `node` names through the notebook's imports (`np.linalg` -> `numpy.linalg`)."""
+    parts = dotted_name(node)
+    if parts is None or parts[0] not in imported:
+        return None
+    return ".".join([imported[parts[0]], *parts[1:]])
+
+
+def _findings(node: ast.AST, imported: dict[str, str]):
+    """(what, why) for one syntax node."""
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+        for module in modules:
+            if module.split(".")[0] in _MODULES:
+                yield f"imports `{module}`", _MODULES[module.split(".")[0]]
+        if isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                yield from _dotted_findings(f"{node.module}.{alias.name}")
+    elif isinstance(node, (ast.Attribute, ast.Name)):
+        path = _resolved(node, imported)
+        if path is not None and not isinstance(getattr(node, "ctx", None), ast.Store):
+            yield from _dotted_findings(path)
+        if isinstance(node, ast.Attribute) and node.attr in _ATTRIBUTES:
+            yield f"uses `.{node.attr}`", _ATTRIBUTES[node.attr]
+    elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in _ATTRIBUTES:
+        yield f"names `{node.value}`", _ATTRIBUTES[node.value]
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _CALLS \
+            and node.func.id not in imported:
+        yield f"calls `{node.func.id}`", _CALLS[node.func.id]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("setattr", "delattr") \
+            and node.args and _resolved(node.args[0], imported):
+        yield f"{node.func.id} on `{_resolved(node.args[0], imported)}`", "changes a library's code or settings"
+    if isinstance(node, (ast.Assign, ast.AugAssign, ast.Delete)):
+        targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
+        for target in targets:
+            path = _resolved(target, imported) if isinstance(target, ast.Attribute) else None
+            if path is not None:
+                yield f"assigns `{path}`", "changes a library's code or settings"
+    if isinstance(node, ast.ClassDef):
+        bases = [_resolved(b, imported) or ".".join(dotted_name(b) or []) for b in node.bases]
+        if any(base in ("torch.Tensor", "torch.nn.Parameter") for base in bases):
+            yield f"class `{node.name}` subclasses `torch.Tensor`", "its objects can answer comparisons as they like"
+        redefined = sorted(item.name for item in node.body
+                           if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name in _COMPARISONS)
+        redefined += sorted(t.id for item in node.body if isinstance(item, ast.Assign)
+                            for t in item.targets if isinstance(t, ast.Name) and t.id in _COMPARISONS)
+        if redefined:
+            yield (f"class `{node.name}` defines {', '.join(f'`{n}`' for n in redefined)}",
+                   "its objects can answer comparisons as they like")
+
+
+def _dotted_findings(path: str):
+    for pattern, why in _DOTTED.items():
+        if fnmatchcase(path, pattern) or path.startswith(pattern + "."):
+            yield f"uses `{path}`", why
+            return
