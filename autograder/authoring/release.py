@@ -93,7 +93,8 @@ the count, so a function that finishes every call in time is never skipped. Prin
 
 **CPU and GPU.** The hidden tests also call your graded functions with CUDA tensors and models on a GPU
 runner, and such checks may carry points. Every graded function must work on the CPU and on CUDA alike:
-create new tensors on the input's device (`device=x.device`, `torch.zeros_like(x)`), return results on the
+create new tensors on the input's device (`device=x.device`, `torch.zeros_like(x)`; for a model, the device
+of its parameters: move what you build, the tokenizer's output too, to `model.device`), return results on the
 input's device, and where you multiply integer tensors (quantization codes, say) do not use `@` or `matmul`
 on them (CUDA has no integer matrix product: multiply in float64, which is exact for small integers). Where
 your machine has a GPU, each task's public check runs a CUDA case too.
