@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -20,6 +21,7 @@ from autograder.course.gradebook import Gradebook, SubmissionResult
 from conftest import ASSIGNMENT, CORRECT, SOLUTION_LINE, demo_cells, write_notebook
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
 
 def test_grade_records_every_submission_and_export_writes_one_row_each(make_course, tmp_path, capsys):
     root = make_course()
@@ -330,3 +332,29 @@ def test_a_submission_neither_reads_nor_writes_the_tas_terminal(make_course, tmp
     assert "team" in done.stdout and "LOUD" not in done.stdout + done.stderr and "\x1b[2J" not in done.stdout
     with Gradebook.open(tmp_path / "g.db") as gradebook:
         assert gradebook.get(ASSIGNMENT, "team").earned == 1
+
+
+def test_on_a_gpu_runner_a_sample_without_gpu_points_is_compared_on_the_cpu_tests_only():
+    """expected.json states what a CPU grader gives; `gpu_points`, where given, adds what the GPU-marked tests
+    give. A sample that declares none is not held to a number nobody wrote down."""
+    from autograder.authoring.verify import _gpu_marked, _problems_of_sample
+    from autograder.course.config import load_course
+    from autograder.course.gradebook import TestResult
+
+    assignment = load_course(ROOT).get("04_efficient_inference_part_2")
+    gpu_tests = _gpu_marked(assignment)
+    assert len(gpu_tests) == 3 and all(t.startswith("test_") and "::" in t for t in gpu_tests), gpu_tests
+    gpu_test = sorted(gpu_tests)[0]
+
+    def result(gpu_earned: float) -> SubmissionResult:
+        tests = [TestResult("test_a.py::test_cpu", "q", "passed", 2, 2, "", 0.1),
+                 TestResult(gpu_test, "q", "passed" if gpu_earned else "failed", gpu_earned, 1, "", 0.1)]
+        return SubmissionResult("04_efficient_inference_part_2", "s", "s.ipynb", "h", "h", "v", "cuda", "graded", "",
+                                tests, dt.datetime.now(dt.timezone.utc))
+
+    assert _problems_of_sample(result(1), assignment, (2, None), gpu_tests) == []  # GPU points left out
+    assert _problems_of_sample(result(1), assignment, (2, 1), gpu_tests) == []
+    assert _problems_of_sample(result(0), assignment, (2, 1), gpu_tests) == [
+        f"samples/04_efficient_inference_part_2/s gets 2 points, expected.json says 3; not passed: {gpu_test} (failed)"]
+    assert _problems_of_sample(result(1), assignment, (2, None), None) == [  # a CPU grader counts everything
+        "samples/04_efficient_inference_part_2/s gets 3 points, expected.json says 2"]

@@ -9,6 +9,9 @@ student who has not started yet sees "not implemented" messages, not a broken gr
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from autograder.course.config import Assignment
@@ -50,9 +53,8 @@ def _problems_of_release(result: SubmissionResult) -> list[str]:
     return problems
 
 
-def _expected_scores(folder: Path) -> tuple[dict[str, float], list[str]]:
-    """Sample id -> the points it must get on this grader (`points`, plus `gpu_points` on a GPU runner),
-    and what is wrong with expected.json itself."""
+def _expected_scores(folder: Path) -> tuple[dict[str, tuple[float, float | None]], list[str]]:
+    """Sample id -> (`points`, `gpu_points` or None), and what is wrong with expected.json itself."""
     shown = f"samples/{folder.name}/{EXPECTED_SCORES}"
     try:
         declared = json.loads((folder / EXPECTED_SCORES).read_text(encoding="utf-8"))
@@ -62,15 +64,23 @@ def _expected_scores(folder: Path) -> tuple[dict[str, float], list[str]]:
         return {}, [f"{shown} cannot be read: {exc}"]
     if not isinstance(declared, dict):
         return {}, [f"{shown} must map each sample's name to {{\"points\": ..., \"why\": ...}}"]
-    gpu = nvidia_driver_present()
     expected, problems = {}, []
     for sid, want in declared.items():
         numbers = [want.get(key, 0) for key in ("points", "gpu_points")] if isinstance(want, dict) else []
         if not numbers or "points" not in want or not all(type(n) in (int, float) for n in numbers):
             problems.append(f"{shown}: {sid!r} needs a number `points` (and optionally `gpu_points` and `why`)")
         else:
-            expected[sid] = numbers[0] + (numbers[1] if gpu else 0)
+            expected[sid] = (numbers[0], want.get("gpu_points"))
     return expected, problems
+
+
+def _gpu_marked(assignment: Assignment) -> set[str]:
+    """Ids of the suite's GPU-marked tests, as results name them (`test_x.py::test_y[case]`)."""
+    tests_dir = str(assignment.tests_dir)
+    done = subprocess.run([sys.executable, "-m", "pytest", tests_dir, "--collect-only", "-q", "-m", "gpu", "-p",
+                           "autograder.grading.oracle", "-c", os.devnull, "--rootdir", tests_dir, "-W", "ignore"],
+                          capture_output=True, text=True, cwd=tests_dir)
+    return {line.strip() for line in done.stdout.splitlines() if "::" in line}
 
 
 def _sample_jobs(assignment: Assignment, suite: str) -> tuple[list[Job], dict[str, float], list[str]]:
@@ -97,14 +107,24 @@ def _shown_sample(assignment: Assignment, sid: str) -> str:
     return f"samples/{assignment.id}/{sid}"
 
 
-def _problems_of_sample(result: SubmissionResult, assignment: Assignment, want: float) -> list[str]:
+def _problems_of_sample(result: SubmissionResult, assignment: Assignment, want: tuple[float, float | None],
+                        gpu_tests: set[str] | None) -> list[str]:
+    """`want` is (points, gpu_points); `gpu_tests`, on a GPU runner, the GPU-marked tests. There a sample's
+    score is `points + gpu_points`, or, where expected.json gives no `gpu_points`, `points` from the tests a
+    CPU grader runs too."""
     shown = _shown_sample(assignment, result.submission_id)
     if result.status != "graded":
         return [f"{shown} could not be graded: {result.message}"]
-    if result.earned == want:
+    points, gpu_points = want
+    counted = result.results
+    if gpu_tests is not None and gpu_points is None:
+        counted = [r for r in result.results if r.test_id not in gpu_tests]
+    wanted = points + (gpu_points or 0) if gpu_tests is not None else points
+    earned = sum(r.points_earned for r in counted)
+    if earned == wanted:
         return []
-    missed = [f"{r.test_id} ({r.status})" for r in result.results if r.points_earned < r.points_possible]
-    return [f"{shown} gets {result.earned:g} points, {EXPECTED_SCORES} says {want:g}"
+    missed = [f"{r.test_id} ({r.status})" for r in counted if r.points_earned < r.points_possible]
+    return [f"{shown} gets {earned:g} points, {EXPECTED_SCORES} says {wanted:g}"
             + (f"; not passed: {', '.join(missed)}" if missed else "")]
 
 
@@ -119,11 +139,12 @@ def verify(assignment: Assignment, release_dir: Path | None = None, jobs: int | 
     todo = [Job(root, assignment.id, "solution", str(solution), suite),
             Job(root, assignment.id, "release", str(unsolved), suite)]
     sample_jobs, expected, problems = _sample_jobs(assignment, suite) if samples else ([], {}, [])
+    gpu_tests = _gpu_marked(assignment) if sample_jobs and nvidia_driver_present() else None
     for job, outcome in run_jobs(todo + sample_jobs, jobs):
         if isinstance(outcome, BaseException):
             problems.append(f"grading the {job.submission_id} failed: {type(outcome).__name__}: {outcome}")
         elif job in sample_jobs:
-            problems += _problems_of_sample(outcome, assignment, expected[job.submission_id])
+            problems += _problems_of_sample(outcome, assignment, expected[job.submission_id], gpu_tests)
         elif job.submission_id == "solution":
             problems += _problems_of_solution(outcome, assignment)
         else:
