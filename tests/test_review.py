@@ -39,6 +39,7 @@ def notes_of(tmp_path: Path, *cells: str) -> list[str]:
      "line 3: class `T` subclasses `torch.Tensor` (its objects can answer comparisons as they like)"),
     ("class Yes:\n    __eq__ = lambda self, other: True\n",
      "line 1: class `Yes` defines `__eq__` (its objects can answer comparisons as they like)"),
+    ("def f(x):\n    return vars(x)\n", "line 2: calls `vars` (reads namespaces directly)"),
     ("import torch\n\ndef f(x):\n    with torch._C.DisableTorchFunction():\n        return x\n",
      "line 4: uses `.DisableTorchFunction` (switches torch's dispatch checks off)"),
 ])
@@ -58,6 +59,8 @@ def test_ordinary_graded_code_is_never_flagged(tmp_path):
             def __init__(self, d):
                 super().__init__()
                 self.proj = nn.Linear(d, d)
+                for name in ("q_proj", "k_proj"):  # layers set and read by a computed name: common, harmless
+                    setattr(self, name, getattr(nn, "Linear")(d, d))
 
             def forward(self, x):
                 return F.softmax(self.proj(x), dim=-1)

@@ -50,7 +50,8 @@ _ATTRIBUTES = {  # these names on any object, or as a string (`getattr(f, "__cod
 }
 _CALLS = {"exec": "runs code built at run time", "eval": "runs code built at run time",
           "compile": "runs code built at run time", "__import__": "imports by a computed name",
-          "breakpoint": "stops for a debugger", "open": "opens files"}
+          "breakpoint": "stops for a debugger", "open": "opens files", "globals": "reads namespaces directly",
+          "vars": "reads namespaces directly", "locals": "reads namespaces directly"}
 _COMPARISONS = {"__eq__", "__ne__", "__bool__", "__torch_function__", "__torch_dispatch__", "__instancecheck__"}
 
 
