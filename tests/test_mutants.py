@@ -32,17 +32,18 @@ CELL = textwrap.dedent('''\
 
 # Only the comparison swap: one sandbox run besides the solution's.
 SWAP = {"comparison swapped"}
-WEAK_SUITE = '''import pytest
-import torch
-
-pytestmark = pytest.mark.question("top_k_filter")
 
 
-@pytest.mark.points(1)
-def test_shape(submission):
+def one_test_suite(question: str, body: str) -> str:
+    """A hidden suite of one 1-point test of `question` whose body is `body` (indented 4 spaces)."""
+    return (f'import pytest\nimport torch\n\npytestmark = pytest.mark.question("{question}")\n\n\n'
+            f"@pytest.mark.points(1)\ndef test_shape(submission):\n{textwrap.indent(textwrap.dedent(body), '    ')}")
+
+
+WEAK_SUITE = one_test_suite("top_k_filter", """\
     logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0))
     assert submission.top_k_filter(logits, 5).shape == (4, 50)
-'''
+""")
 
 
 def _kinds(source: str) -> dict[str, list[str]]:
@@ -165,16 +166,9 @@ SCALE = ('def scale_logits(logits):\n'
          '    x = logits.float()\n'
          '    return x * 2\n'
          '    ### END SOLUTION\n')
-SHAPE_SUITE = '''import pytest
-import torch
-
-pytestmark = pytest.mark.question("scale_logits")
-
-
-@pytest.mark.points(1)
-def test_shape(submission):
+SHAPE_SUITE = one_test_suite("scale_logits", """\
     assert submission.scale_logits(torch.randn(3, 4, generator=torch.Generator().manual_seed(0))).shape == (3, 4)
-'''
+""")
 
 
 def test_equivalent_survivor_is_reported_apart_from_a_real_one(make_course, cells):
@@ -242,18 +236,11 @@ SCALER = ('class Scaler(torch.nn.Module):\n'
           '        ### BEGIN SOLUTION\n'
           '        return self.factor / 2\n'
           '        ### END SOLUTION\n')
-SCALER_SUITE = '''import pytest
-import torch
-
-pytestmark = pytest.mark.question("Scaler")
-
-
-@pytest.mark.points(1)
-def test_shapes(submission):
+SCALER_SUITE = one_test_suite("Scaler", """\
     layer = submission.Scaler(3)
     assert layer(torch.randn(2, 4, generator=torch.Generator().manual_seed(0))).shape == (2, 4)
     assert layer.noise.shape == (2, 3)
-'''
+""")
 
 
 def test_mutants_reached_only_through_an_object_are_judged_by_replaying_what_the_suite_did_with_it(make_course, cells):
