@@ -83,7 +83,7 @@ def _gpu_marked(assignment: Assignment) -> set[str]:
     return {line.strip() for line in done.stdout.splitlines() if "::" in line}
 
 
-def _sample_jobs(assignment: Assignment, suite: str) -> tuple[list[Job], dict[str, float], list[str]]:
+def _sample_jobs(assignment: Assignment, suite: str) -> tuple[list[Job], dict[str, tuple[float, float | None]], list[str]]:
     """The samples to grade, the points each must get, and what prevents comparing them."""
     folder = assignment.root / "samples" / assignment.id
     if not folder.is_dir():
