@@ -67,6 +67,12 @@ SHORTCUTS = textwrap.dedent('''
     def generate(model, ids):
         return model.generate(ids, max_new_tokens=2, do_sample=False)
 
+    def _continue(self, ids):  # a parameter named `self` holding the grader's model is still the student's code
+        return self.generate(ids, max_new_tokens=2, do_sample=False)
+
+    def generate_through_a_self(model, ids):
+        return _continue(model, ids)
+
     def switch_the_modes_off(q):
         with torch._C.DisableTorchFunction(), torch._C._DisableTorchDispatch():
             return F.scaled_dot_product_attention(q, q, q)
@@ -148,10 +154,11 @@ def test_quantization_ops_are_caught_by_name_and_through_torch_ops(session, func
         call(session, function, x, forbidden=(QUANTIZE,))
 
 
-def test_pure_python_library_functions_are_guarded(session):
+@pytest.mark.parametrize("function", ["generate", "generate_through_a_self"])
+def test_pure_python_library_functions_are_guarded(session, function):
     model, ids = zoo.tiny_model("llama"), torch.tensor([[1, 2, 3]])
     with pytest.raises(StudentFault, match=f"called `{GENERATE}`"):
-        call(session, "generate", model, ids, forbidden=(GENERATE,))
+        call(session, function, model, ids, forbidden=(GENERATE,))
 
 
 def test_removing_the_checks_during_a_call_fails_it(session):

@@ -277,6 +277,23 @@ def _file_digest(path) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
+@functools.lru_cache(maxsize=None)
+def _class_code(cls: type) -> frozenset[types.CodeType]:
+    """The code of every function a class and its bases define, decorated ones unwrapped too."""
+    found = set()
+    for klass in cls.__mro__:
+        for value in vars(klass).values():
+            value = getattr(value, "__func__", value)  # staticmethod, classmethod
+            for _ in range(8):  # a chain of decorators, each with `__wrapped__`
+                code = getattr(value, "__code__", None)
+                if isinstance(code, types.CodeType):
+                    found.add(code)
+                value = getattr(value, "__wrapped__", None)
+                if value is None:
+                    break
+    return frozenset(found)
+
+
 class Tripwires:
     """Armed once per sandbox, before student code loads (it may bind `from x import f` early);
     `watch(...)` activates a set of forbidden APIs for one call."""
@@ -288,6 +305,7 @@ class Tripwires:
         self._objects: dict[int, str] = {}  # id of a forbidden callable -> api, for the active APIs
         self._known_objects: dict[str, object] = {}
         self._allowed_modules: set[int] = set()
+        self._allowed_code: set[types.CodeType] = set()  # the code of those modules' classes
         self._verdicts: dict[object, str | None] = {}
         self._modes_watching = False
         # `_names` of a forbidden function's code (the check adds none) -> [(its checked code, api)]
@@ -407,9 +425,11 @@ class Tripwires:
         return True  # an AST or a buffer: compiled again to be sure
 
     def from_submission(self, frame) -> bool:
-        """No module of a grader-provided model lies between this frame and the submission's call."""
+        """No method of a grader-provided model runs between this frame and the submission's call: a frame
+        whose `self` is such a module and whose code is its class's own (a student's function with a
+        parameter named `self` holding the model is the submission's code)."""
         while frame is not None:
-            if id(frame.f_locals.get("self")) in self._allowed_modules:
+            if id(frame.f_locals.get("self")) in self._allowed_modules and frame.f_code in self._allowed_code:
                 return False
             frame = frame.f_back
         return True
@@ -445,6 +465,7 @@ class Tripwires:
         self._patterns = [(p, api) for api in self.active for p in operator_patterns(api)]
         self._objects = {id(self._known_objects[api]): api for api in self.active if api in self._known_objects}
         self._allowed_modules = {id(m) for model in models for m in model.modules()}
+        self._allowed_code = {code for model in models for m in model.modules() for code in _class_code(type(m))}
         self._verdicts = {}
         # Only for APIs the modes can see: they put every torch call through Python (about 10x on a
         # loop-heavy function), which a pure-Python API, checked in its own code, does not need.
