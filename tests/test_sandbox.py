@@ -88,6 +88,13 @@ STUDENT_CODE = textwrap.dedent('''
     def hard_exit():
         os._exit(3)
 
+    def write_to_inherited_pipes():
+        from multiprocessing import forkserver, resource_tracker
+        held = [forkserver._forkserver._forkserver_alive_fd, resource_tracker._resource_tracker._fd]
+        for fd in filter(None, held):
+            os.write(fd, b"!")  # one byte down the alive pipe stopped the forkserver
+        return held
+
     def soft_exit():
         sys.exit(0)
 
@@ -323,6 +330,21 @@ def test_memory_bomb_is_contained(course):
         assert call(session, "add", 1, 2) == 3
     finally:
         session.close()
+
+
+def test_the_forkserver_and_resource_tracker_pipes_are_closed_before_student_code_runs(course):
+    """A red-team submission wrote a byte down the forkserver's "alive" pipe (every later sandbox of the batch
+    failed) and escape codes down the resource tracker's (they reached the TA's terminal)."""
+    session = new_session(course)
+    try:
+        assert call(session, "write_to_inherited_pipes") == [None, None]
+    finally:
+        session.close()
+    after = new_session(course)  # a fresh sandbox from the same forkserver
+    try:
+        assert call(after, "add", 1, 2) == 3
+    finally:
+        after.close()
 
 
 def test_hard_exit_kills_only_the_sandbox_and_the_next_call_gets_a_fresh_one(course):

@@ -282,11 +282,27 @@ def _detach_from_terminal() -> None:
     os.close(devnull)
 
 
+def _drop_inherited_channels() -> None:
+    """A forkserver's child inherits the write end of the forkserver's "alive" pipe (one byte written
+    there stops the forkserver, and with it every later sandbox of the batch) and the resource tracker's
+    pipe (the tracker runs outside the walls, prints what it is sent to the TA's terminal and unlinks
+    what it is told to). Neither is the sandbox's to use: both are closed before student code runs."""
+    from multiprocessing import forkserver, resource_tracker
+
+    for holder, name in ((forkserver._forkserver, "_forkserver_alive_fd"), (resource_tracker._resource_tracker, "_fd")):
+        fd = getattr(holder, name, None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            setattr(holder, name, None)
+
+
 def child_main(conn, setup: SandboxSetup) -> None:
     """Entry point of a sandbox process (runs in the forkserver's child)."""
     import torch
 
     _detach_from_terminal()
+    _drop_inherited_channels()
     try:
         begin = time.perf_counter()
         walls = isolation.Walls(setup.workdir, setup.memory_mb, setup.protected, setup.user_namespace, setup.owner)
