@@ -290,3 +290,14 @@ def test_a_result_the_restricted_loader_cannot_read_gets_an_actionable_message()
     learns what to return instead, not that bytes were malformed."""
     with pytest.raises(WireError, match="return tensors, numbers, strings, and lists, tuples or dicts of them"):
         wire.decode_message(wire.encode_result({"ok": True, "value": 10**1000}, {}))
+
+
+def test_a_result_too_large_to_read_back_cheaply_is_refused_before_reading(monkeypatch):
+    """Reading a pickled structure back costs the grader about a microsecond per item, untimed: a red-team
+    submission returned 20 million list items (26 s of the grader's time per call). Tensors do not count."""
+    big = wire.encode_result([0] * 3_000_000, {})
+    small = wire.encode_result({"x": torch.zeros(4_000_000), "ids": list(range(1000))}, {})  # 16 MB of tensor
+    assert wire.decode_message(small)["ids"] == list(range(1000))
+    monkeypatch.setattr(wire, "_loads", lambda data: pytest.fail("the structure was read before its size was checked"))
+    with pytest.raises(wire.WireError, match=r"too large to read back: [0-9.]+ MB of lists, numbers and strings"):
+        wire.decode_message(big)
