@@ -35,6 +35,10 @@ _DOTTED = {  # reaching one of these through an import (patterns)
     "os.fork*": "starts processes", "os.system": "runs other programs", "os.popen": "runs other programs",
     "os.exec*": "runs other programs", "os.spawn*": "runs other programs", "os.walk": "lists files",
     "os.listdir": "lists files", "os.scandir": "lists files", "glob.*glob": "lists files",
+    "os.readlink": "reads the file system", "os.open": "opens files", "os.fdopen": "opens files",
+    "io.open": "opens files",
+    "operator.attrgetter": "reaches attributes by computed names",
+    "operator.methodcaller": "reaches attributes by computed names",
 }
 _ATTRIBUTES = {  # these names on any object, or as a string (`getattr(f, "__code__")`)
     "f_back": "reads other frames", "f_globals": "reads other frames", "f_locals": "reads other frames",
@@ -46,28 +50,40 @@ _ATTRIBUTES = {  # these names on any object, or as a string (`getattr(f, "__cod
     "DisableTorchFunction": "switches torch's dispatch checks off",
     "_DisableTorchFunction": "switches torch's dispatch checks off",
     "_pop_mode_temporarily": "switches torch's dispatch checks off",
-    "iterdir": "lists files", "rglob": "lists files",
+    "iterdir": "lists files", "rglob": "lists files", "glob": "lists files",
 }
 _CALLS = {"exec": "runs code built at run time", "eval": "runs code built at run time",
           "compile": "runs code built at run time", "__import__": "imports by a computed name",
           "breakpoint": "stops for a debugger", "open": "opens files", "globals": "reads namespaces directly",
           "vars": "reads namespaces directly", "locals": "reads namespaces directly"}
+_BY_NAME = {"getattr", "setattr", "delattr", "hasattr"}
 _COMPARISONS = {"__eq__", "__ne__", "__bool__", "__torch_function__", "__torch_dispatch__", "__instancecheck__"}
 
 
 def review_notes(code: Extracted) -> list[str]:
     """One line per place in the code that runs at grading time where it does what graded code never needs."""
     notes: dict[tuple, str] = {}
-    for cell in code.cells:
-        body = ast.parse(cell.source).body
-        kept = [body[i] for i in cell.keep]
+    bodies = [(cell, [ast.parse(cell.source).body[i] for i in cell.keep]) for cell in code.cells]
+    own = {node.name for _, kept in bodies for node in kept if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    for cell, kept in bodies:
         imported = imported_names(n for top in kept for n in ast.walk(top) if isinstance(n, (ast.Import, ast.ImportFrom)))
         for top in kept:
-            for node in ast.walk(top):
-                for what, why in _findings(node, imported):
-                    notes.setdefault((cell.number, node.lineno, what),
-                                     f"{REVIEW}cell {cell.number}, line {node.lineno}: {what} ({why})")
+            found = [(top, f) for f in _on_load(top, own)]
+            found += [(node, f) for node in ast.walk(top) for f in _findings(node, imported)]
+            for node, (what, why) in found:
+                notes.setdefault((cell.number, node.lineno, what),
+                                 f"{REVIEW}cell {cell.number}, line {node.lineno}: {what} ({why})")
     return [notes[key] for key in sorted(notes)]
+
+
+def _on_load(top: ast.stmt, own: set[str]):
+    """An UPPER_CASE constant runs when the notebook loads: one that calls the notebook's own code runs
+    whatever that code does before any test (and before any check of a test) starts."""
+    if isinstance(top, (ast.Assign, ast.AnnAssign)) and top.value is not None:
+        called = sorted({n.func.id for n in ast.walk(top.value) if isinstance(n, ast.Call)
+                         and isinstance(n.func, ast.Name) and n.func.id in own})
+        if called:
+            yield f"a constant calls `{called[0]}` while the notebook loads", "runs the notebook's own code before any test"
 
 
 def _resolved(node: ast.AST, imported: dict[str, str]) -> str | None:
@@ -99,6 +115,13 @@ def _findings(node: ast.AST, imported: dict[str, str]):
     elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _CALLS \
             and node.func.id not in imported:
         yield f"calls `{node.func.id}`", _CALLS[node.func.id]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _BY_NAME \
+            and node.func.id not in imported and len(node.args) > 1:
+        name, owner = node.args[1], node.args[0]
+        if not isinstance(name, ast.Constant) and not (isinstance(owner, ast.Name) and owner.id == "self"):
+            yield f"calls `{node.func.id}` with a computed name", "reaches attributes it does not name"
+        elif isinstance(name, ast.Constant) and isinstance(name.value, str) and _resolved(owner, imported):
+            yield from _dotted_findings(f"{_resolved(owner, imported)}.{name.value}")
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("setattr", "delattr") \
             and node.args and _resolved(node.args[0], imported):
         yield f"{node.func.id} on `{_resolved(node.args[0], imported)}`", "changes a library's code or settings"
