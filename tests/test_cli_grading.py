@@ -337,12 +337,13 @@ def test_a_submission_neither_reads_nor_writes_the_tas_terminal(make_course, tmp
 def test_on_a_gpu_runner_a_sample_without_gpu_points_is_compared_on_the_cpu_tests_only():
     """expected.json states what a CPU grader gives; `gpu_points`, where given, adds what the GPU-marked tests
     give. A sample that declares none is not held to a number nobody wrote down."""
-    from autograder.authoring.verify import _gpu_marked, _problems_of_sample
+    from autograder.authoring.release import gpu_marked_tests
+    from autograder.authoring.verify import _problems_of_sample
     from autograder.course.config import load_course
     from autograder.course.gradebook import TestResult
 
     assignment = load_course(ROOT).get("04_efficient_inference_part_2")
-    gpu_tests = _gpu_marked(assignment)
+    gpu_tests = gpu_marked_tests(assignment.tests_dir)
     assert len(gpu_tests) == 3 and all(t.startswith("test_") and "::" in t for t in gpu_tests), gpu_tests
     gpu_test = sorted(gpu_tests)[0]
 

@@ -112,18 +112,19 @@ _GUIDE_ID, _VALIDATE_ID = "before_you_hand_in", "validate"
 
 # A hidden suite's forbidden APIs per question, collected by pytest in a process of its own (the suite's
 # modules import the course's libraries and helpers that must not stay in this process).
-_COLLECT_FORBIDDEN = """
+_COLLECT_MARKS = """
 import json, os, sys, pytest
-found = {}
+found, gpu = {}, []
 class Collect:
     def pytest_collection_modifyitems(self, items):
         for item in items:
             question = item.get_closest_marker("question")
             apis = found.setdefault(question.args[0] if question else item.module.__name__.removeprefix("test_"), [])
             apis += [a for m in item.iter_markers("forbidden") for a in m.args if a not in apis]
+            gpu.extend([item.nodeid] if item.get_closest_marker("gpu") else [])
 code = pytest.main([sys.argv[1], "--collect-only", "-q", "-c", os.devnull, "--rootdir", sys.argv[1],
                     "-p", "no:cacheprovider", "-W", "ignore"], plugins=[Collect()])
-sys.stdout.write("\\n" + json.dumps(found) if code == 0 else "")
+sys.stdout.write("\\n" + json.dumps({"forbidden": found, "gpu": gpu}) if code == 0 else "")
 sys.exit(int(code))
 """
 
@@ -397,19 +398,28 @@ def _compile_notebook(nb: nbformat.NotebookNode, assignment: Assignment) -> byte
     return (nbformat.writes(nb) + "\n").encode("utf-8")
 
 
-def _forbidden_apis(tests_dir: Path) -> dict[str, list[str]]:
-    """Question -> the APIs its hidden tests forbid (`pytest.mark.forbidden`), as grading sees them."""
+def _suite_marks(tests_dir: Path) -> dict:
+    """What the hidden suite's markers say, as grading sees them: `forbidden` (question -> the APIs its
+    tests forbid) and `gpu` (the ids of the GPU-marked tests, as results name them)."""
     files = _files(tests_dir) if tests_dir.is_dir() else {}
     digest = hashlib.sha256(b"".join(rel.encode() + b"\0" + path.read_bytes() for rel, path in files.items()))
-    return json.loads(_collected(str(tests_dir), digest.hexdigest())) if files else {}
+    return json.loads(_collected(str(tests_dir), digest.hexdigest())) if files else {"forbidden": {}, "gpu": []}
+
+
+def _forbidden_apis(tests_dir: Path) -> dict[str, list[str]]:
+    return _suite_marks(tests_dir)["forbidden"]
+
+
+def gpu_marked_tests(tests_dir: Path) -> set[str]:
+    return set(_suite_marks(tests_dir)["gpu"])
 
 
 @functools.lru_cache(maxsize=32)
 def _collected(tests_dir: str, digest: str) -> str:
-    """`_COLLECT_FORBIDDEN`'s JSON for a suite; `digest` names the suite's content (the cache key)."""
+    """`_COLLECT_MARKS`' JSON for a suite; `digest` names the suite's content (the cache key)."""
     package_root = str(Path(autograder.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-c", _COLLECT_FORBIDDEN, tests_dir], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", _COLLECT_MARKS, tests_dir], capture_output=True, text=True,
                           env=env, cwd=tests_dir)
     if done.returncode != 0:
         detail = (done.stdout + done.stderr).strip().splitlines()

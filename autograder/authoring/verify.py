@@ -9,11 +9,9 @@ student who has not started yet sees "not implemented" messages, not a broken gr
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+from autograder.authoring.release import gpu_marked_tests
 from autograder.course.config import Assignment
 from autograder.course.gradebook import SubmissionResult
 from autograder.grading.devices import nvidia_driver_present
@@ -74,15 +72,6 @@ def _expected_scores(folder: Path) -> tuple[dict[str, tuple[float, float | None]
     return expected, problems
 
 
-def _gpu_marked(assignment: Assignment) -> set[str]:
-    """Ids of the suite's GPU-marked tests, as results name them (`test_x.py::test_y[case]`)."""
-    tests_dir = str(assignment.tests_dir)
-    done = subprocess.run([sys.executable, "-m", "pytest", tests_dir, "--collect-only", "-q", "-m", "gpu", "-p",
-                           "autograder.grading.oracle", "-c", os.devnull, "--rootdir", tests_dir, "-W", "ignore"],
-                          capture_output=True, text=True, cwd=tests_dir)
-    return {line.strip() for line in done.stdout.splitlines() if "::" in line}
-
-
 def _sample_jobs(assignment: Assignment, suite: str) -> tuple[list[Job], dict[str, tuple[float, float | None]], list[str]]:
     """The samples to grade, the points each must get, and what prevents comparing them."""
     folder = assignment.root / "samples" / assignment.id
@@ -139,7 +128,7 @@ def verify(assignment: Assignment, release_dir: Path | None = None, jobs: int | 
     todo = [Job(root, assignment.id, "solution", str(solution), suite),
             Job(root, assignment.id, "release", str(unsolved), suite)]
     sample_jobs, expected, problems = _sample_jobs(assignment, suite) if samples else ([], {}, [])
-    gpu_tests = _gpu_marked(assignment) if sample_jobs and nvidia_driver_present() else None
+    gpu_tests = gpu_marked_tests(assignment.tests_dir) if sample_jobs and nvidia_driver_present() else None
     for job, outcome in run_jobs(todo + sample_jobs, jobs):
         if isinstance(outcome, BaseException):
             problems.append(f"grading the {job.submission_id} failed: {type(outcome).__name__}: {outcome}")
