@@ -112,19 +112,20 @@ def _findings(node: ast.AST, imported: dict[str, str]):
             yield f"uses `.{node.attr}`", _ATTRIBUTES[node.attr]
     elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in _ATTRIBUTES:
         yield f"names `{node.value}`", _ATTRIBUTES[node.value]
-    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _CALLS \
-            and node.func.id not in imported:
-        yield f"calls `{node.func.id}`", _CALLS[node.func.id]
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _BY_NAME \
-            and node.func.id not in imported and len(node.args) > 1:
-        name, owner = node.args[1], node.args[0]
+    # a built-in called by name (`getattr`, `exec`), not something the notebook imported under that name
+    builtin = (node.func.id if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+               and node.func.id not in imported else None)
+    if builtin in _CALLS:
+        yield f"calls `{builtin}`", _CALLS[builtin]
+    if builtin in _BY_NAME and len(node.args) > 1:
+        owner, name = node.args[0], node.args[1]
+        library = _resolved(owner, imported)
         if not isinstance(name, ast.Constant) and not (isinstance(owner, ast.Name) and owner.id == "self"):
-            yield f"calls `{node.func.id}` with a computed name", "reaches attributes it does not name"
-        elif isinstance(name, ast.Constant) and isinstance(name.value, str) and _resolved(owner, imported):
-            yield from _dotted_findings(f"{_resolved(owner, imported)}.{name.value}")
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("setattr", "delattr") \
-            and node.args and _resolved(node.args[0], imported):
-        yield f"{node.func.id} on `{_resolved(node.args[0], imported)}`", "changes a library's code or settings"
+            yield f"calls `{builtin}` with a computed name", "reaches attributes it does not name"
+        elif isinstance(name, ast.Constant) and isinstance(name.value, str) and library:
+            yield from _dotted_findings(f"{library}.{name.value}")
+        if builtin in ("setattr", "delattr") and library:
+            yield f"{builtin} on `{library}`", "changes a library's code or settings"
     if isinstance(node, (ast.Assign, ast.AugAssign, ast.Delete)):
         targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
         for target in targets:
