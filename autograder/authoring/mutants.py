@@ -621,17 +621,17 @@ def run(assignment: Assignment, limit: int | None = None, jobs: int | None = Non
     chosen = sample(all_mutants, limit)
     root, suite = str(assignment.root), suite_hash(assignment)
     nb = nbformat.read(notebook[0], as_version=4)
-
-    def written(mutant: Mutant, source: str, folder: str) -> str:
-        """The solution notebook with the mutant's cell replaced by `source`, in a folder of its own."""
-        copy_nb = copy.deepcopy(nb)
-        copy_nb.cells[mutant.cell].source = source
-        path = Path(tmp) / mutant.id / folder / f"{assignment.id}.ipynb"
-        path.parent.mkdir(parents=True)
-        nbformat.write(copy_nb, path)
-        return str(path)
-
     with tempfile.TemporaryDirectory(prefix=f"autograder-mutants-{assignment.id}-") as tmp:
+
+        def written(mutant: Mutant, source: str, folder: str) -> str:
+            """The solution notebook with the mutant's cell replaced by `source`, in a folder of its own."""
+            copy_nb = copy.deepcopy(nb)
+            copy_nb.cells[mutant.cell].source = source
+            path = Path(tmp) / mutant.id / folder / f"{assignment.id}.ipynb"
+            path.parent.mkdir(parents=True)
+            nbformat.write(copy_nb, path)
+            return str(path)
+
         todo = [Job(root, assignment.id, "solution", str(notebook[0]), suite)]
         todo += [Job(root, assignment.id, m.id, written(m, m.source, "mutant"), suite) for m in chosen]
         outcomes: dict[str, SubmissionResult | BaseException] = {}
